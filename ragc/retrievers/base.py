@@ -1,0 +1,195 @@
+"""Retriever contract.
+
+A retriever indexes :class:`~ragc.types.Passage` objects and returns the top ``k`` as
+:class:`~ragc.types.Scored` (rank order, higher score = better, ``rank`` 0-based)::
+
+    r.index(passages)                 # replaces any previous index
+    r.retrieve(query, k) -> list[Scored]          # len == min(k, corpus size)
+    r.retrieve_batch(queries, k) -> list[list[Scored]]
+    r.save(directory); r.load(directory)
+
+``save`` writes ``manifest.json`` (retriever name, its config, model id, dimension,
+passage count, format version) plus ``passages.jsonl``; ``load`` checks the manifest
+against the retriever's own config and raises :class:`IndexMismatchError` on a
+difference, e.g. an index built with another embedding model.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ragc.errors import (
+    EmptyCorpusError,
+    EmptyQueryError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    InvalidArgumentError,
+    NotIndexedError,
+)
+from ragc.types import Passage, Scored
+
+MANIFEST = "manifest.json"
+PASSAGES = "passages.jsonl"
+FORMAT_VERSION = 1
+
+
+def check_query(query: str) -> str:
+    if not isinstance(query, str) or not query.strip():
+        raise EmptyQueryError("The query is empty or whitespace only; pass a question.")
+    return query
+
+
+def check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+        raise InvalidArgumentError(f"k must be a positive integer, got {k!r}.")
+    return k
+
+
+def check_passages(passages: Sequence[Passage]) -> list[Passage]:
+    items = list(passages)
+    if not items:
+        raise EmptyCorpusError("The corpus is empty: there are no passages to index.")
+    ids = [p.id for p in items]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise InvalidArgumentError(f"Passage ids must be unique; {dup!r} appears twice.")
+    return items
+
+
+def write_passages(path: Path, passages: Sequence[Passage]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for p in passages:
+            row = {"id": p.id, "text": p.text, "title": p.title, "metadata": p.metadata}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_passages(path: Path) -> list[Passage]:
+    with path.open(encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [Passage(r["id"], r["text"], r.get("title", ""), r.get("metadata", {})) for r in rows]
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """Read an index manifest; raise :class:`IndexNotFoundError` if there is none."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise IndexNotFoundError(
+            f"No index at {directory}: {MANIFEST} is missing. Build one with "
+            "`ragc index build` or Retriever.save()."
+        )
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise IndexNotFoundError(f"Index manifest {path} is unreadable ({e}); rebuild the index.") from e
+
+
+class Retriever(ABC):
+    """Base class: subclasses implement ``_index``, ``_search`` and the payload I/O."""
+
+    name: ClassVar[str] = "retriever"
+
+    def __init__(self) -> None:
+        self._passages: list[Passage] = []
+
+    # -- public API -------------------------------------------------------------
+    @property
+    def passages(self) -> list[Passage]:
+        return self._passages
+
+    def __len__(self) -> int:
+        return len(self._passages)
+
+    def index(self, passages: Sequence[Passage]) -> None:
+        """Index ``passages``, replacing any previous index."""
+        items = check_passages(passages)
+        self._index(items)
+        self._passages = items
+
+    def retrieve(self, query: str, k: int) -> list[Scored]:
+        """Top ``min(k, len(corpus))`` passages for ``query``, best first."""
+        return self.retrieve_batch([query], k)[0]
+
+    def retrieve_batch(self, queries: Sequence[str], k: int) -> list[list[Scored]]:
+        """:meth:`retrieve` for several queries at once (vectorised where possible)."""
+        check_k(k)
+        qs = [check_query(q) for q in queries]
+        if not self._passages:
+            raise NotIndexedError(f"{self.name} retriever has no index: call index() or load() first.")
+        if not qs:
+            return []
+        hits = self._search(qs, min(k, len(self._passages)))
+        return [
+            [Scored(self._passages[i], float(s), rank) for rank, (i, s) in enumerate(row)]
+            for row in hits
+        ]
+
+    def save(self, directory: str | Path) -> None:
+        """Write the index, its passages and a manifest to ``directory``."""
+        if not self._passages:
+            raise NotIndexedError(f"Nothing to save: the {self.name} retriever has no index.")
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self._save_payload(d)
+        write_passages(d / PASSAGES, self._passages)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "retriever": self.name,
+            "config": self.config(),
+            "num_passages": len(self._passages),
+            **self._manifest_extra(),
+        }
+        (d / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+    def load(self, directory: str | Path) -> None:
+        """Load an index written by :meth:`save`, checking it matches this retriever."""
+        d = Path(directory)
+        manifest = read_manifest(d)
+        if manifest.get("retriever") != self.name:
+            raise IndexMismatchError(
+                f"Index at {d} was built by the {manifest.get('retriever')!r} retriever, "
+                f"not {self.name!r}; load it with that retriever or rebuild it."
+            )
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise IndexMismatchError(
+                f"Index at {d} has format {manifest.get('format_version')}, expected "
+                f"{FORMAT_VERSION}; rebuild it with this version of ragc."
+            )
+        self._check_manifest(manifest, d)
+        passages = read_passages(d / PASSAGES)
+        self._load_payload(d, passages)
+        self._passages = passages
+
+    # -- for subclasses --------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments that must match between save and load."""
+        return {}
+
+    def _manifest_extra(self) -> dict[str, Any]:
+        return {}
+
+    def _check_manifest(self, manifest: dict[str, Any], directory: Path) -> None:
+        mine = self.config()
+        theirs = manifest.get("config", {})
+        for key, value in mine.items():
+            if key in theirs and theirs[key] != value:
+                raise IndexMismatchError(
+                    f"Index at {directory} was built with {key}={theirs[key]!r} but this "
+                    f"retriever has {key}={value!r}; use the same setting or rebuild the index."
+                )
+
+    @abstractmethod
+    def _index(self, passages: list[Passage]) -> None: ...
+
+    @abstractmethod
+    def _search(self, queries: list[str], k: int) -> list[list[tuple[int, float]]]:
+        """For each query, ``k`` (passage position, score) pairs, best first."""
+
+    @abstractmethod
+    def _save_payload(self, directory: Path) -> None: ...
+
+    @abstractmethod
+    def _load_payload(self, directory: Path, passages: list[Passage]) -> None: ...

@@ -1,0 +1,56 @@
+"""Token counting in the target decoder's tokenizer.
+
+Compressors count budgets with a :class:`TokenCounter` bound by the pipeline to the
+decoder's tokenizer, so "rate 0.33" means a third of the tokens the decoder would read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class TokenCounter:
+    """Counts and locates tokens with a Hugging Face (fast) tokenizer.
+
+    Parameters:
+        tokenizer: a ``transformers`` fast tokenizer (needed for character offsets).
+        model_id: the decoder id the counts refer to (recorded in outputs and cache keys).
+    """
+
+    tokenizer: Any
+    model_id: str
+
+    def count(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def count_batch(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [len(x) for x in ids]
+
+    def offsets(self, text: str) -> np.ndarray:
+        """``(n_tokens, 2)`` int array of character (start, end) per token."""
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+
+    def head(self, text: str, n: int) -> str:
+        """The longest prefix of ``text`` holding at most ``n`` tokens (cut at a token end)."""
+        if n <= 0:
+            return ""
+        offs = self.offsets(text)
+        if len(offs) <= n:
+            return text
+        cut = int(offs[n - 1, 1])
+        out = text[:cut]
+        # Re-tokenising a prefix can merge differently; shrink until it fits.
+        while cut > 0 and self.count(out) > n:
+            n -= 1
+            cut = int(offs[n - 1, 1]) if n > 0 else 0
+            out = text[:cut]
+        return out

@@ -1,0 +1,206 @@
+"""Core value types passed between pipeline stages.
+
+All are frozen dataclasses holding plain numbers and strings (plus tensors for soft
+segments); formatting belongs to the CLI and the eval report.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Union
+
+from ragc.errors import BudgetError
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A retrievable unit of text.
+
+    Parameters:
+        id: unique id within the corpus.
+        text: the passage text (what is retrieved, compressed and shown to the decoder).
+        title: optional title, shown before the text in prompts.
+        metadata: free-form extra fields from the corpus file (not used for ranking).
+    """
+
+    id: str
+    text: str
+    title: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A passage with its retrieval score and 0-based rank (higher score = better)."""
+
+    passage: Passage
+    score: float
+    rank: int = 0
+
+
+@dataclass(frozen=True)
+class TextSegment:
+    """Text shown to the decoder, with provenance back to its passage.
+
+    ``spans`` are ``(start, end)`` character offsets into ``Passage.text`` of every piece
+    the text was built from, in order. ``tokens`` is the length of ``text`` in the
+    target decoder's tokenizer.
+    """
+
+    passage_id: str
+    text: str
+    spans: tuple[tuple[int, int], ...]
+    tokens: int
+    title: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class SoftSegment:
+    """Soft embeddings spliced into the decoder input.
+
+    ``embeddings`` has shape ``(n, d_model)`` and is valid only for ``decoder_id``.
+    Each embedding row counts as one decoder token.
+    """
+
+    passage_ids: tuple[str, ...]
+    embeddings: torch.Tensor  # (n, d_model)
+    decoder_id: str
+
+    @property
+    def tokens(self) -> int:
+        return int(self.embeddings.shape[0])
+
+
+Segment = Union[TextSegment, SoftSegment]
+
+
+@dataclass(frozen=True)
+class CompressedContext:
+    """The ordered context a compressor hands to the decoder.
+
+    Token counts are in the target decoder's tokenizer: ``source_tokens`` for the
+    passages as retrieved, ``kept_tokens`` for what the decoder will read.
+    """
+
+    segments: tuple[Segment, ...]
+    source_tokens: int
+    kept_tokens: int
+    compressor: str = "none"
+
+    @property
+    def rate(self) -> float:
+        """Kept / source tokens, in [0, 1] for compressors (1.0 for an empty source)."""
+        return self.kept_tokens / self.source_tokens if self.source_tokens else 1.0
+
+    @property
+    def ratio(self) -> float:
+        """Compression ratio source / kept (3.0 means 3x fewer tokens)."""
+        if self.kept_tokens == 0:
+            return math.inf if self.source_tokens else 1.0
+        return self.source_tokens / self.kept_tokens
+
+    @property
+    def passage_ids(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for seg in self.segments:
+            ids = (seg.passage_id,) if isinstance(seg, TextSegment) else seg.passage_ids
+            for pid in ids:
+                seen.setdefault(pid, None)
+        return tuple(seen)
+
+    @classmethod
+    def empty(cls) -> CompressedContext:
+        return cls(segments=(), source_tokens=0, kept_tokens=0, compressor="none")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A compression budget: a target rate in (0, 1] or an absolute token count.
+
+    Use :meth:`parse` where users give a number: a float in (0, 1] is a rate, an int is a
+    token budget.
+    """
+
+    rate: float | None = None
+    tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.rate is None) == (self.tokens is None):
+            raise BudgetError("Budget needs exactly one of rate= or tokens=.")
+        if self.rate is not None and not (0.0 < self.rate <= 1.0):
+            raise BudgetError(
+                f"Budget rate must be in (0, 1], got {self.rate}. "
+                "Use an int for an absolute token budget."
+            )
+        if self.tokens is not None and self.tokens < 0:
+            raise BudgetError(f"Token budget must be >= 0, got {self.tokens}.")
+
+    @classmethod
+    def parse(cls, value: float | int | Budget) -> Budget:
+        if isinstance(value, Budget):
+            return value
+        if isinstance(value, bool):
+            raise BudgetError(f"Budget must be a float rate or an int token count, got {value!r}.")
+        if isinstance(value, int):
+            return cls(tokens=value)
+        if isinstance(value, float):
+            return cls(rate=value)
+        raise BudgetError(f"Budget must be a float rate or an int token count, got {value!r}.")
+
+    def target(self, source_tokens: int) -> int:
+        """Tokens allowed for a source of ``source_tokens`` (never above the source)."""
+        if self.tokens is not None:
+            return min(self.tokens, source_tokens)
+        assert self.rate is not None
+        return min(source_tokens, int(math.floor(self.rate * source_tokens + 1e-9)))
+
+    def __str__(self) -> str:
+        return f"rate={self.rate:g}" if self.rate is not None else f"tokens={self.tokens}"
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Wall-clock seconds per stage. ``prefill`` is the decoder's time to first token."""
+
+    retrieve: float = 0.0
+    compress: float = 0.0
+    prefill: float = 0.0
+    decode: float = 0.0
+
+    @property
+    def ttft(self) -> float:
+        """End-to-end time to first token: retrieve + compress + prefill."""
+        return self.retrieve + self.compress + self.prefill
+
+    @property
+    def total(self) -> float:
+        return self.retrieve + self.compress + self.prefill + self.decode
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A pipeline answer with everything needed to audit it.
+
+    ``passages`` are the retrieved passages in rank order; ``context`` is what the decoder
+    read (with provenance spans); ``truncated_tokens`` > 0 means the prompt was cut to
+    fit the decoder window (see ``warnings``).
+    """
+
+    query: str
+    text: str
+    passages: tuple[Scored, ...]
+    context: CompressedContext
+    timings: Timings
+    prompt_tokens: int
+    generated_tokens: int
+    peak_memory_mb: float
+    truncated_tokens: int = 0
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.context.ratio

