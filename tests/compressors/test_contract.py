@@ -1,0 +1,138 @@
+"""One contract, every registered compressor (the shared invariants of compressors/base.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ragc import registry
+from ragc.compressors.base import Compressor, UnboundTokenizerError
+from ragc.errors import BudgetError, EmptyQueryError
+from ragc.tokens import TokenCounter
+from ragc.types import CompressedContext, Passage, Scored, SoftSegment, TextSegment
+
+PASSAGES = [
+    Passage("volcano", "Mount Etna is an active volcano on the east coast of Sicily. It is one of the "
+            "tallest active volcanoes in Europe, standing about 3,300 metres high. Eruptions have "
+            "been recorded there for more than 2,700 years.", "Mount Etna"),
+    Passage("bees", "Honeybees communicate the direction of flowers with a waggle dance. The angle "
+            "of the dance relative to vertical matches the angle between the sun and the food. "
+            "Karl von Frisch decoded the dance and shared the 1973 Nobel Prize.", "Honeybee"),
+    Passage("cjk", "東京は日本の首都です。人口は約1400万人です。 Tokyo 🗼 has many train lines.", "Tokyo"),
+    Passage("short", "Tides are caused mainly by the Moon's gravity.", ""),
+]
+QUERY = "Who decoded the waggle dance of honeybees?"
+
+# Compressor -> constructor kwargs used in the contract (fast, offline settings).
+KWARGS: dict[str, dict[str, object]] = {
+    "none": {},
+    "truncate": {},
+    "sentences": {"device": "cpu"},
+}
+
+
+def scored() -> list[Scored]:
+    return [Scored(p, 1.0 / (i + 1), i) for i, p in enumerate(PASSAGES)]
+
+
+@pytest.fixture(params=registry.names("compressor"))
+def compressor(request: pytest.FixtureRequest, smol_counter: TokenCounter) -> Compressor:
+    name = request.param
+    assert name in KWARGS, f"add {name!r} to the contract table KWARGS"
+    comp = registry.create("compressor", name, **KWARGS[name])
+    comp.bind(smol_counter)
+    return comp  # type: ignore[no-any-return]
+
+
+def check_provenance(ctx: CompressedContext) -> None:
+    by_id = {p.id: p for p in PASSAGES}
+    for seg in ctx.segments:
+        if isinstance(seg, SoftSegment):
+            assert set(seg.passage_ids) <= set(by_id)
+            continue
+        assert isinstance(seg, TextSegment)
+        text = by_id[seg.passage_id].text
+        assert seg.spans, "a text segment must point back to its passage"
+        for a, b in seg.spans:
+            assert 0 <= a < b <= len(text)
+        pieces = [text[a:b] for a, b in seg.spans]
+        # Extractive output: every kept character comes from the cited spans, in order.
+        assert "".join(seg.text.split()) in "".join("".join(pieces).split()) or all(
+            p.strip() in seg.text for p in pieces if p.strip()
+        )
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.33, 0.5])
+def test_rate_budget_is_respected(compressor: Compressor, smol_counter: TokenCounter, rate: float) -> None:
+    ctx = compressor.compress(QUERY, scored(), rate)
+    source = sum(smol_counter.count(p.text) for p in PASSAGES)
+    assert ctx.source_tokens == source
+    if compressor.name == "none":
+        assert ctx.kept_tokens == source
+        return
+    assert ctx.kept_tokens <= int(rate * source)
+    assert ctx.kept_tokens == sum(s.tokens for s in ctx.segments)
+    for seg in ctx.segments:  # per-segment counts are real counts in the decoder tokenizer
+        if isinstance(seg, TextSegment):
+            assert seg.tokens == smol_counter.count(seg.text)
+    assert ctx.kept_tokens >= 0.5 * int(rate * source), "should use most of the budget"
+    check_provenance(ctx)
+
+
+def test_token_budget_is_respected(compressor: Compressor) -> None:
+    ctx = compressor.compress(QUERY, scored(), 25)
+    if compressor.name != "none":
+        assert ctx.kept_tokens <= 25
+    check_provenance(ctx)
+
+
+def test_rate_one_is_identity(compressor: Compressor) -> None:
+    ctx = compressor.compress(QUERY, scored(), 1.0)
+    assert [s.text for s in ctx.segments if isinstance(s, TextSegment)] == [p.text for p in PASSAGES]
+    assert ctx.kept_tokens == ctx.source_tokens and ctx.ratio == 1.0
+    big = compressor.compress(QUERY, scored(), 10_000)  # budget above the input
+    assert big.kept_tokens == big.source_tokens
+
+
+def test_empty_input(compressor: Compressor) -> None:
+    ctx = compressor.compress(QUERY, [], 0.5)
+    assert ctx.segments == () and ctx.kept_tokens == 0 and ctx.ratio == 1.0
+
+
+def test_invalid_budgets(compressor: Compressor) -> None:
+    for bad in (0.0, 1.5, -3, -0.1, True, "half"):
+        with pytest.raises(BudgetError):
+            compressor.compress(QUERY, scored(), bad)  # type: ignore[arg-type]
+
+
+def test_query_requirement(compressor: Compressor) -> None:
+    if compressor.needs_query:
+        with pytest.raises(EmptyQueryError):
+            compressor.compress("  ", scored(), 0.5)
+    else:
+        assert compressor.compress(None, scored(), 0.5).source_tokens > 0
+
+
+def test_unbound_compressor_says_what_to_do() -> None:
+    comp = registry.create("compressor", "truncate")
+    with pytest.raises(UnboundTokenizerError, match="bind"):
+        comp.compress(QUERY, scored(), 0.5)
+
+
+def test_sentences_keeps_the_relevant_sentence(smol_counter: TokenCounter) -> None:
+    comp = registry.create("compressor", "sentences", device="cpu")
+    comp.bind(smol_counter)
+    ctx = comp.compress(QUERY, scored(), 0.2)
+    kept = " ".join(s.text for s in ctx.segments if isinstance(s, TextSegment))
+    assert "waggle dance" in kept  # the on-topic passage survives...
+    assert "Etna" not in kept and "Tokyo" not in kept  # ...the off-topic ones do not
+    assert ctx.passage_ids == ("bees",)
+
+
+def test_truncate_keeps_heads(smol_counter: TokenCounter) -> None:
+    comp = registry.create("compressor", "truncate")
+    comp.bind(smol_counter)
+    ctx = comp.compress(QUERY, scored(), 0.5)
+    for seg in ctx.segments:
+        assert isinstance(seg, TextSegment)
+        full = next(p.text for p in PASSAGES if p.id == seg.passage_id)
+        assert full.startswith(seg.text) and seg.spans == ((0, len(seg.text)),)

@@ -1,0 +1,81 @@
+"""Types, registry and config: the small contracts everything else builds on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ragc import registry
+from ragc.compressors.base import allocate
+from ragc.config import PipelineConfig
+from ragc.errors import BudgetError, ConfigError, InvalidArgumentError, UnknownComponentError
+from ragc.types import Budget, CompressedContext
+
+
+def test_budget_parse_and_targets() -> None:
+    assert Budget.parse(0.33) == Budget(rate=0.33)
+    assert Budget.parse(120) == Budget(tokens=120)
+    assert Budget(rate=0.5).target(101) == 50
+    assert Budget(tokens=500).target(200) == 200
+    assert Budget(rate=1.0).target(7) == 7
+    for bad in (0.0, 1.01, -1, True, None, "0.5"):
+        with pytest.raises(BudgetError):
+            Budget.parse(bad)  # type: ignore[arg-type]
+    with pytest.raises(BudgetError):
+        Budget(rate=0.5, tokens=3)
+
+
+def test_context_ratio() -> None:
+    ctx = CompressedContext((), 300, 100)
+    assert ctx.rate == pytest.approx(1 / 3) and ctx.ratio == pytest.approx(3.0)
+    assert CompressedContext.empty().ratio == 1.0
+
+
+def test_allocate_is_proportional_and_exact() -> None:
+    assert allocate(10, [10, 10]) == [5, 5]
+    assert sum(allocate(7, [3, 5, 9])) == 7
+    assert allocate(100, [3, 5]) == [3, 5]
+    assert allocate(0, [3, 5]) == [0, 0]
+    shares = allocate(11, [1, 100])
+    assert shares[0] <= 1 and sum(shares) == 11
+
+
+def test_unknown_names_list_the_valid_ones() -> None:
+    with pytest.raises(UnknownComponentError) as err:
+        registry.create("compressor", "llmlingua9")
+    assert "truncate" in str(err.value) and "sentences" in str(err.value)
+    assert isinstance(err.value, KeyError)
+    with pytest.raises(UnknownComponentError, match="retriever"):
+        registry.names("retreiver")
+    assert {"dense", "bm25", "hybrid"} <= set(registry.names("retriever"))
+
+
+def test_config_maps_one_to_one_to_constructors(tmp_path: Path) -> None:
+    cfg = PipelineConfig.from_dict(
+        {"retriever": "bm25", "compressor": {"name": "truncate", "budget": 0.33}, "k": 3}
+    )
+    comp = cfg.compressor.build()
+    assert type(comp).__name__ == "TruncateCompressor" and comp.budget == 0.33
+    assert cfg.to_dict()["retriever"] == {"name": "bm25"}
+    path = tmp_path / "p.yaml"
+    path.write_text("retriever: null\ncompressor: {name: none}\ndecoder: {name: hf, model: smollm2-135m}\n")
+    loaded = PipelineConfig.load(path)
+    assert loaded.retriever is None and loaded.decoder.params == {"model": "smollm2-135m"}
+    assert PipelineConfig.from_dict(loaded.to_dict()) == loaded
+
+
+def test_config_errors_say_what_is_valid(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="Valid keys"):
+        PipelineConfig.from_dict({"retriver": "bm25"})
+    with pytest.raises(UnknownComponentError, match="bm25"):
+        PipelineConfig.from_dict({"retriever": "elastic"})
+    with pytest.raises(ConfigError, match="Valid parameters: budget"):
+        PipelineConfig.from_dict({"compressor": {"name": "truncate", "rate": 0.3}}).compressor.build()
+    with pytest.raises(InvalidArgumentError):
+        PipelineConfig.from_dict({"k": 0})
+    with pytest.raises(ConfigError, match="does not exist"):
+        PipelineConfig.load(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_bytes(b"\xff\xfe: [")
+    with pytest.raises(ConfigError):
+        PipelineConfig.load(tmp_path / "bad.yaml")
