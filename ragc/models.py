@@ -183,14 +183,20 @@ def load_causal_lm(name: str, device: str, dtype: Any) -> Any:
 
 @cache
 def load_sentence_encoder(name: str, device: str, dtype: str = "float32") -> Any:
-    """A sentence-transformers model (process-wide cache keyed by name/device/dtype)."""
+    """A sentence-transformers model (process-wide cache keyed by name/device/dtype).
+
+    ``dtype`` is ``"auto"`` (bf16 where the hardware runs it fast), ``"float32"``, ...
+    """
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from ragc.device import resolve_dtype
+
+    torch_dtype = resolve_dtype(dtype, device)
     try:
         model = SentenceTransformer(encoder_path(name), device=device)
     except OSError as e:
         raise ModelNotFoundError(f"Could not load sentence encoder {name!r}: {e}") from e
-    if dtype != "float32":
-        model = model.to(getattr(torch, dtype))
+    if torch_dtype != torch.float32:
+        model = model.to(torch_dtype)
     return model.eval()

@@ -44,6 +44,9 @@ class Compressor(ABC):
         """Count tokens with ``counter`` (the target decoder's tokenizer)."""
         self._counter = counter
 
+    def prepare(self) -> None:
+        """Load any model now, so the first ``compress`` call is not charged for it."""
+
     @property
     def counter(self) -> TokenCounter:
         if self._counter is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -39,12 +39,17 @@ class SentenceCompressor(Compressor):
     def __post_init__(self) -> None:
         Budget.parse(self.budget)
 
-    def _scores(self, query: str, sentences: list[str]) -> np.ndarray:
+    def prepare(self) -> None:
+        self._encoder()
+
+    def _encoder(self) -> Any:
         from ragc.device import default_device
         from ragc.models import load_sentence_encoder
 
-        enc = load_sentence_encoder(self.model, self.device or default_device(), self.dtype)
-        vecs = enc.encode(
+        return load_sentence_encoder(self.model, self.device or default_device(), self.dtype)
+
+    def _scores(self, query: str, sentences: list[str]) -> np.ndarray:
+        vecs = self._encoder().encode(
             [query, *sentences],
             batch_size=self.batch_size,
             normalize_embeddings=True,

@@ -1,0 +1,66 @@
+"""The `ragc` command: exit codes, messages and an end-to-end index/ask round trip."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parents[1] / "ragc" / "data"
+SMOL = ["--decoder", "smollm2-135m"]
+
+
+def ragc(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "ragc.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def test_help_is_fast() -> None:
+    start = time.perf_counter()
+    out = ragc("--help")
+    assert out.returncode == 0 and "demo" in out.stdout and "eval" in out.stdout
+    assert time.perf_counter() - start < 5, "`ragc --help` must not import torch"
+
+
+def test_errors_exit_nonzero_with_a_message(tmp_path: Path) -> None:
+    out = ragc("ask", "   ", "--closed-book", *SMOL)
+    assert out.returncode == 2 and "empty" in out.stderr and "Traceback" not in out.stderr
+    out = ragc("ask", "q?", "--index", str(tmp_path / "nope"), *SMOL)
+    assert out.returncode == 2 and "manifest.json is missing" in out.stderr
+    out = ragc("ask", "q?", "--compressor", "zip", "--closed-book", *SMOL)
+    assert out.returncode == 2 and "truncate" in out.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"text": "caf\xe9"}\n')
+    out = ragc("index", "build", str(bad), "--out", str(tmp_path / "i"), "--retriever", "bm25")
+    assert out.returncode == 2 and "UTF-8" in out.stderr
+    out = ragc("ask", "q?", "-k", "0", "--corpus", str(DATA / "demo_corpus.jsonl"), *SMOL)
+    assert out.returncode == 2 and "k must be" in out.stderr
+
+
+@pytest.mark.slow
+def test_index_build_info_ask_round_trip(tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    out = ragc("index", "build", str(DATA / "demo_corpus.jsonl"), "--out", str(idx), "--retriever", "bm25")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(ragc("index", "info", str(idx)).stdout)
+    assert info["retriever"] == "bm25" and info["num_passages"] >= 30
+    out = ragc("ask", "Who decoded the waggle dance of honeybees?", "--index", str(idx), "--json",
+               "--compressor", "truncate", "--budget", "0.5", *SMOL)
+    assert out.returncode == 0, out.stderr
+    ans = json.loads(out.stdout)
+    assert ans["passages"] and ans["kept_tokens"] <= ans["source_tokens"] / 2
+    assert ans["timings"]["prefill"] > 0
+
+
+@pytest.mark.slow
+def test_demo_prints_answers_with_provenance() -> None:
+    out = ragc("demo", "-n", "2", "--retriever", "bm25", *SMOL)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("answer:") == 2 and "used [" in out.stdout and "TTFT" in out.stdout

@@ -1,0 +1,71 @@
+"""End to end: bundled demo corpus, BM25, real packaged SmolLM2 decoder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ragc.corpus import load_corpus
+from ragc.decoder import HFDecoder
+from ragc.errors import EmptyCorpusError, EmptyQueryError, InvalidArgumentError, NotIndexedError
+from ragc.pipelines.rag import Pipeline
+from ragc.types import TextSegment
+
+DATA = Path(__file__).parents[1] / "ragc" / "data"
+
+
+@pytest.fixture(scope="module")
+def pipe(smollm: HFDecoder) -> Pipeline:
+    p = Pipeline.from_config(
+        {"retriever": "bm25", "compressor": {"name": "truncate", "budget": 0.5},
+         "decoder": {"name": "hf", "model": "smollm2-135m"}, "k": 2}
+    )
+    p.decoder = smollm  # share the session's loaded model
+    p.index(load_corpus(DATA / "demo_corpus.jsonl"))
+    return p
+
+
+def test_ask_returns_an_auditable_answer(pipe: Pipeline) -> None:
+    q = json.loads((DATA / "demo_questions.jsonl").read_text("utf-8").splitlines()[1])
+    ans = pipe.ask(q["question"])
+    assert ans.passages[0].passage.id == q["passage_id"]
+    assert any(a.split()[-1] in ans.text for a in q["answers"]), ans.text
+    assert len(ans.passages) == 2 and [s.rank for s in ans.passages] == [0, 1]
+    assert ans.context.kept_tokens <= ans.context.source_tokens // 2
+    for seg in ans.context.segments:
+        assert isinstance(seg, TextSegment)
+        src = next(s.passage.text for s in ans.passages if s.passage.id == seg.passage_id)
+        assert src[seg.spans[0][0]:seg.spans[0][1]] == seg.text
+    t = ans.timings
+    assert t.retrieve > 0 and t.compress > 0 and t.prefill > 0
+    assert t.ttft == pytest.approx(t.retrieve + t.compress + t.prefill)
+    assert ans.prompt_tokens > ans.context.kept_tokens and ans.peak_memory_mb > 0
+
+
+def test_ask_batch_matches_ask(pipe: Pipeline) -> None:
+    qs = ["Who decoded the bee dance?", "When did the Wright brothers fly?", "What is a volcano?"]
+    batch = pipe.ask_batch(qs, batch_size=2)
+    assert [a.query for a in batch] == qs
+    assert [a.text for a in batch] == [pipe.ask(q).text for q in qs]
+
+
+def test_closed_book_pipeline(smollm: HFDecoder) -> None:
+    p = Pipeline.from_config({"retriever": None, "decoder": {"name": "hf", "model": "smollm2-135m"}})
+    p.decoder = smollm
+    ans = p.ask("What is the capital of France?")
+    assert "Paris" in ans.text and ans.passages == () and ans.context.segments == ()
+    with pytest.raises(InvalidArgumentError, match="closed-book"):
+        p.index(load_corpus(DATA / "demo_corpus.jsonl"))
+
+
+def test_bad_input(pipe: Pipeline) -> None:
+    with pytest.raises(EmptyQueryError):
+        pipe.ask(" \n")
+    with pytest.raises(InvalidArgumentError):
+        pipe.ask("What?", k=0)
+    with pytest.raises(EmptyCorpusError):
+        Pipeline.from_config({"retriever": "bm25"}).index([])
+    with pytest.raises(NotIndexedError, match="index"):
+        Pipeline.from_config({"retriever": "bm25"}).ask("What?")
