@@ -42,7 +42,9 @@ def _budget(value: str) -> float | int:
     try:
         return float(value) if "." in value or "e" in value.lower() else int(value)
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"budget must be a rate like 0.33 or a token count, got {value!r}") from e
+        raise argparse.ArgumentTypeError(
+            f"budget must be a rate like 0.33 or a token count, got {value!r}"
+        ) from e
 
 
 def _add_pipeline_args(p: argparse.ArgumentParser, *, retrieval: bool = True) -> None:
@@ -57,7 +59,8 @@ def _add_pipeline_args(p: argparse.ArgumentParser, *, retrieval: bool = True) ->
 
 def _format_answer(i: int, a: Any, gold: Sequence[str] = ()) -> str:
     t = a.timings
-    lines = [f"Q{i}: {a.query}", f"  answer: {a.text}" + (f"   (expected: {' | '.join(gold)})" if gold else "")]
+    expected = f"   (expected: {' | '.join(gold)})" if gold else ""
+    lines = [f"Q{i}: {a.query}", f"  answer: {a.text}{expected}"]
     for seg in a.context.segments:
         pid = getattr(seg, "passage_id", None)
         if pid is None:
@@ -83,7 +86,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     data = Path(__file__).parent / "data"
     passages = load_corpus(data / "demo_corpus.jsonl")
-    questions = [json.loads(line) for line in (data / "demo_questions.jsonl").read_text("utf-8").splitlines() if line]
+    lines = (data / "demo_questions.jsonl").read_text("utf-8").splitlines()
+    questions = [json.loads(line) for line in lines if line.strip()]
     cfg = _overrides(args)
     print(f"[ragc] demo: {len(passages)} bundled passages, {len(questions)} questions")
     print(f"[ragc] pipeline: {json.dumps(cfg)}")
@@ -128,7 +132,11 @@ def _answer_json(a: Any) -> dict[str, Any]:
         "answer": a.text,
         "passages": [{"id": s.passage.id, "score": s.score, "rank": s.rank} for s in a.passages],
         "context": [
-            {"passage_id": getattr(s, "passage_id", None), "spans": getattr(s, "spans", None), "tokens": s.tokens}
+            {
+                "passage_id": getattr(s, "passage_id", None),
+                "spans": getattr(s, "spans", None),
+                "tokens": s.tokens,
+            }
             for s in a.context.segments
         ],
         "source_tokens": a.context.source_tokens,

@@ -18,10 +18,10 @@ Answer's ``warnings``/``truncated_tokens``; ``"error"`` raises ContextTooLongErr
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from ragc.decoding import Prompt, build_prompt, generate_tokens
 from ragc.errors import ContextTooLongError, EmptyQueryError, InvalidArgumentError

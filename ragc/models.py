@@ -62,7 +62,8 @@ PACKAGED_DECODERS: dict[str, PackagedGGUF] = {
 def cache_dir() -> Path:
     """Root of ragc's on-disk cache: ``$RAGC_CACHE`` or ``~/.cache/ragc``."""
     root = os.environ.get("RAGC_CACHE")
-    base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ragc"
+    xdg = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    base = Path(root) if root else xdg / "ragc"
     return base.expanduser()
 
 
@@ -123,13 +124,17 @@ def _convert_gguf(name: str, spec: PackagedGGUF, target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
         tmpdir = Path(tmp)
         gguf = _join_gguf(spec, tmpdir / "model.gguf")
-        print(f"[ragc] converting packaged model {name!r} from GGUF to safetensors (once, about 1-2 minutes)...", flush=True)
+        print(
+            f"[ragc] converting packaged model {name!r} from GGUF to safetensors "
+            "(once, about 1-2 minutes)...",
+            flush=True,
+        )
         folder, fname = str(gguf.parent), gguf.name
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname)
         # Weights are dequantised on load; drop the GGUF quantizer so the saved folder is a
         # plain fp32 checkpoint (otherwise transformers re-enters its GGUF path on load).
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         out = tmpdir / "hf"

@@ -8,7 +8,9 @@ import re
 # whitespace, or at a CJK full stop / newline. Abbreviations like "U.S." and
 # decimals stay intact because the next char must be whitespace (or a CJK stop).
 _BOUNDARY = re.compile(r"(?<=[.!?])([\"')\]]*)\s+|(?<=[。！？])|\n+")
-_ABBREV = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|Prof|Sr|Jr|St|vs|etc|e\.g|i\.e|No|Vol|Fig|Inc|Ltd|Co)\.|\b[A-Z]\.)$")
+_ABBREV = re.compile(
+    r"(?:\b(?:Mr|Mrs|Ms|Dr|Prof|Sr|Jr|St|vs|etc|e\.g|i\.e|No|Vol|Fig|Inc|Ltd|Co)\.|\b[A-Z]\.)$"
+)
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:

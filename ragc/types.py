@@ -75,7 +75,7 @@ class SoftSegment:
         return int(self.embeddings.shape[0])
 
 
-Segment = Union[TextSegment, SoftSegment]
+Segment = Union[TextSegment, SoftSegment]  # noqa: UP007 - a runtime alias on 3.10
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ class Budget:
         if self.tokens is not None:
             return min(self.tokens, source_tokens)
         assert self.rate is not None
-        return min(source_tokens, int(math.floor(self.rate * source_tokens + 1e-9)))
+        return min(source_tokens, math.floor(self.rate * source_tokens + 1e-9))
 
     def __str__(self) -> str:
         return f"rate={self.rate:g}" if self.rate is not None else f"tokens={self.tokens}"

@@ -44,7 +44,7 @@ class Compressor(ABC):
         """Count tokens with ``counter`` (the target decoder's tokenizer)."""
         self._counter = counter
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Load any model now, so the first ``compress`` call is not charged for it."""
 
     @property

@@ -1,0 +1,399 @@
+"""Resumable open-domain QA evaluation of a pipeline.
+
+A run directory holds ``spec.json`` (the EvalSpec and the pipeline's normalised config),
+``retrieval-<key>.jsonl`` (candidate ids + scores per question), ``predictions.jsonl``
+(one line per question, appended as it is answered) and ``summary.json``. Re-running a
+spec in its directory skips answered questions; a different spec raises
+:class:`RunSpecMismatchError` instead of mixing results. Retriever indexes of a corpus
+are cached for all runs under ``cache_dir()/indexes/<key>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm import tqdm
+
+from ragc.errors import ConfigError, IndexNotFoundError, InvalidArgumentError, RagcError
+from ragc.eval.datasets import OpenDomainQA, QAExample, load_dataset, sample_examples
+from ragc.eval.metrics import answer_contained, exact_match, f1_score, mean, mean_percent, recall_at_k
+from ragc.models import cache_dir
+from ragc.retrievers.base import FORMAT_VERSION, MANIFEST
+from ragc.types import Answer, Passage, Scored
+
+log = logging.getLogger(__name__)
+
+SPEC_FILE = "spec.json"
+PREDICTIONS_FILE = "predictions.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+class RunSpecMismatchError(RagcError, ValueError):
+    """A run directory already holds results of a different spec or pipeline config."""
+
+
+class CorruptRunFileError(RagcError, ValueError):
+    """A run directory file cannot be parsed (a torn last line is repaired instead)."""
+
+
+class EvalPipeline(Protocol):
+    """What the runner needs from :class:`ragc.pipelines.rag.Pipeline`."""
+
+    retriever: Any  # a Retriever, or None for closed-book
+    k: int
+    config: dict[str, Any]
+
+    def index(self, passages: Sequence[Passage]) -> None: ...
+    def retrieve_batch(self, queries: Sequence[str], k: int | None = None) -> list[list[Scored]]: ...
+    def answer(self, query: str, retrieved: Sequence[Scored], retrieve_s: float = 0.0) -> Answer: ...
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """One evaluation: a pipeline config on a seeded sample of a dataset.
+
+    Parameters:
+        name: run name (used in tables and as the run directory name by scripts).
+        pipeline: config dict for ``Pipeline.from_config``.
+        dataset: dataset name (see ``ragc.eval.datasets.DATASETS``).
+        n_questions: questions sampled with ``seed`` (nested across n for one seed).
+        recall_ks: cut-offs for gold-paragraph recall@k.
+    """
+
+    name: str
+    pipeline: dict[str, Any]
+    dataset: str = "squad-dev"
+    n_questions: int = 200
+    seed: int = 0
+    recall_ks: tuple[int, ...] = (1, 5, 20)
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise InvalidArgumentError("EvalSpec.name is empty; give the run a name.")
+        ks = tuple(self.recall_ks)
+        if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k <= 0 for k in ks):
+            raise InvalidArgumentError(f"recall_ks must be positive integers, got {self.recall_ks!r}.")
+        object.__setattr__(self, "recall_ks", tuple(sorted(set(ks))))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class EvalSummary:
+    """Aggregate metrics of one run. Scores are percentages; times are mean seconds.
+
+    ``recall`` maps k to gold-paragraph recall@k (empty for closed-book). ``truncated``
+    counts questions whose prompt was cut to fit the decoder window.
+    """
+
+    name: str
+    n: int
+    em: float
+    f1: float
+    contained: float
+    recall: dict[int, float] = field(default_factory=dict)
+    mean_prompt_tokens: float = 0.0
+    mean_source_tokens: float = 0.0
+    mean_kept_tokens: float = 0.0
+    mean_rate: float = 1.0
+    mean_ttft: float = 0.0
+    mean_prefill: float = 0.0
+    mean_total: float = 0.0
+    max_peak_memory_mb: float = 0.0
+    truncated: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["recall"] = {str(k): v for k, v in self.recall.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EvalSummary:
+        data = dict(d)
+        data["recall"] = {int(k): float(v) for k, v in data.get("recall", {}).items()}
+        return cls(**data)
+
+
+def read_summary(path: str | Path) -> EvalSummary:
+    """Load a ``summary.json`` (or the one inside a run directory)."""
+    p = Path(path) / SUMMARY_FILE if Path(path).is_dir() else Path(path)
+    return EvalSummary.from_dict(json.loads(p.read_text(encoding="utf-8")))
+
+
+# -- small helpers -----------------------------------------------------------------
+def _jsonable(value: Any) -> Any:
+    """``value`` as plain JSON types (tuples -> lists, keys sorted), for comparisons."""
+    try:
+        return json.loads(json.dumps(value, sort_keys=True))
+    except (TypeError, ValueError) as e:  # a repr would differ between runs and always mismatch
+        raise ConfigError(f"Eval specs and pipeline configs must be JSON-serialisable: {e}.") from e
+
+
+def _digest(payload: Any, length: int = 24) -> str:
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [d for key in keys for d in _diff(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+def _check_or_record(run_dir: Path, key: str, value: Any) -> None:
+    """Record ``value`` under ``key`` in spec.json, or raise if a different one is there."""
+    path = run_dir / SPEC_FILE
+    stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    new = _jsonable(value)
+    if key in stored and stored[key] != new:
+        changes = "; ".join(_diff(stored[key], new)[:8])
+        raise RunSpecMismatchError(
+            f"Run directory {run_dir} holds results for a different {key} ({changes}). "
+            "Use another run directory, or delete this one to start over."
+        )
+    if key not in stored:
+        stored[key] = new
+        _write_atomic(path, json.dumps(stored, indent=2, sort_keys=True) + "\n")
+
+
+# -- indexing and retrieval ----------------------------------------------------------
+def _retriever_identity(retriever: Any) -> dict[str, Any]:
+    return {"name": getattr(retriever, "name", type(retriever).__name__), "config": retriever.config()}
+
+
+def ensure_index(pipeline: EvalPipeline, data: OpenDomainQA) -> Path:
+    """Load the pipeline retriever's index of ``data.corpus`` from the cache, or build it.
+
+    The cache key hashes the retriever's name and config, the index format and the
+    corpus content, so a changed model or corpus builds a new index.
+    """
+    retriever = pipeline.retriever
+    key = _digest({**_retriever_identity(retriever), "format": FORMAT_VERSION, "corpus": data.fingerprint()})
+    target = cache_dir() / "indexes" / key
+    with contextlib.suppress(IndexNotFoundError):  # not built yet: build it below
+        retriever.load(target)
+        return target
+    pipeline.index(data.corpus)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not (target / MANIFEST).is_file():  # a folder without a manifest is a torn copy
+        shutil.rmtree(target, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}-"))
+    try:
+        retriever.save(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / MANIFEST).is_file():  # not a concurrent run that won the race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+@dataclass(frozen=True)
+class _Retrieved:
+    hits: dict[str, list[Scored]]  # qid -> candidates, best first
+    seconds: dict[str, float]  # qid -> its share of the batch retrieval time
+
+
+def _read_retrieval(path: Path, data: OpenDomainQA, qids: Iterable[str]) -> _Retrieved | None:
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    rows = {r["qid"]: r for r in map(json.loads, filter(str.strip, lines))}
+    if any(q not in rows for q in qids):
+        return None
+    by_id = data.passage_index()
+    hits = {
+        q: [Scored(by_id[i], float(s), n) for n, (i, s) in enumerate(zip(r["ids"], r["scores"], strict=True))]
+        for q, r in rows.items()
+    }
+    return _Retrieved(hits, {q: float(r["retrieve_s"]) for q, r in rows.items()})
+
+
+def retrieve_all(
+    pipeline: EvalPipeline, data: OpenDomainQA, examples: Sequence[QAExample], depth: int, run_dir: Path
+) -> _Retrieved:
+    """Top-``depth`` candidates of every example, from the run's cache or one batch call.
+
+    The cache file is keyed by the retriever (name, config, pipeline config), the corpus
+    and ``depth``; the batch time is split evenly over the questions.
+    """
+    if pipeline.retriever is None:
+        return _Retrieved({}, {})
+    ident = {**_retriever_identity(pipeline.retriever), "pipeline": pipeline.config.get("retriever")}
+    key = _digest({**ident, "corpus": data.fingerprint(), "depth": depth}, 16)
+    path = run_dir / f"retrieval-{key}.jsonl"
+    cached = _read_retrieval(path, data, [ex.qid for ex in examples])
+    if cached is not None:
+        return cached
+    ensure_index(pipeline, data)
+    start = time.perf_counter()
+    results = pipeline.retrieve_batch([ex.question for ex in examples], k=depth)
+    per_query = (time.perf_counter() - start) / max(len(examples), 1)
+    hits = {ex.qid: r for ex, r in zip(examples, results, strict=True)}
+    _write_atomic(path, "".join(_retrieval_line(q, r, per_query) for q, r in hits.items()))
+    return _Retrieved(hits, dict.fromkeys(hits, per_query))
+
+
+def _retrieval_line(qid: str, hits: Sequence[Scored], seconds: float) -> str:
+    ids, scores = [s.passage.id for s in hits], [s.score for s in hits]
+    return json.dumps({"qid": qid, "ids": ids, "scores": scores, "retrieve_s": seconds}) + "\n"
+
+
+# -- predictions ---------------------------------------------------------------------
+def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
+    """qid -> prediction row. A torn last line (killed mid-write) is dropped from the file."""
+    if not path.is_file():
+        return {}
+    rows: dict[str, dict[str, Any]] = {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    good: list[str] = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                log.warning("Dropping a torn last line of %s (the run was interrupted).", path)
+                _write_atomic(path, "".join(g + "\n" for g in good))
+                break
+            raise CorruptRunFileError(
+                f"{path} line {i + 1} is not valid JSON; fix or delete that line, then re-run."
+            ) from None
+        rows[row["qid"]] = row
+        good.append(line)
+    return rows
+
+
+def prediction_row(
+    ex: QAExample, ans: Answer, candidates: Sequence[Scored], ks: Sequence[int] | None
+) -> dict[str, Any]:
+    """The JSON record of one answered question (``ks=None``: closed-book, no recall)."""
+    ids, ctx, t = [s.passage.id for s in candidates], ans.context, ans.timings
+    return dict(
+        qid=ex.qid,
+        question=ex.question,
+        answers=list(ex.answers),
+        gold_passage_id=ex.gold_passage_id,
+        prediction=ans.text,
+        em=exact_match(ans.text, ex.answers),
+        f1=f1_score(ans.text, ex.answers),
+        contained=float(answer_contained(ans.text, ex.answers)),
+        **{f"hit@{k}": recall_at_k(ids, ex.gold_passage_id, k) for k in ks or ()},
+        passage_ids=[s.passage.id for s in ans.passages],
+        prompt_tokens=ans.prompt_tokens,
+        generated_tokens=ans.generated_tokens,
+        source_tokens=ctx.source_tokens,
+        kept_tokens=ctx.kept_tokens,
+        rate=ctx.rate,
+        retrieve=t.retrieve,
+        compress=t.compress,
+        ttft=t.ttft,
+        prefill=t.prefill,
+        decode=t.decode,
+        total=t.total,
+        peak_memory_mb=ans.peak_memory_mb,
+        truncated_tokens=ans.truncated_tokens,
+        warnings=list(ans.warnings),
+    )
+
+
+def _answer_all(
+    pipeline: EvalPipeline, todo: Sequence[QAExample], retrieved: _Retrieved, spec: EvalSpec, run_dir: Path
+) -> None:
+    ks = None if pipeline.retriever is None else spec.recall_ks  # closed-book: no recall
+    bar = tqdm(total=len(todo), desc=spec.name, unit="q")
+    with (run_dir / PREDICTIONS_FILE).open("a", encoding="utf-8") as f, bar:
+        for ex in todo:
+            candidates = retrieved.hits.get(ex.qid, [])
+            ans = pipeline.answer(
+                ex.question, candidates[: pipeline.k], retrieve_s=retrieved.seconds.get(ex.qid, 0.0)
+            )
+            f.write(json.dumps(prediction_row(ex, ans, candidates, ks), ensure_ascii=False) + "\n")
+            f.flush()  # a killed run keeps every answered question
+            bar.update(1)
+
+
+def summarize(name: str, rows: Sequence[Mapping[str, Any]], ks: Sequence[int]) -> EvalSummary:
+    """Aggregate prediction rows (recall only over rows that carry ``hit@k``)."""
+
+    def col(key: str) -> list[float]:
+        return [float(r[key]) for r in rows]
+
+    recall = {k: mean_percent(col(f"hit@{k}")) for k in ks if rows and all(f"hit@{k}" in r for r in rows)}
+    return EvalSummary(
+        name=name,
+        n=len(rows),
+        em=mean_percent(col("em")),
+        f1=mean_percent(col("f1")),
+        contained=mean_percent(col("contained")),
+        recall=recall,
+        mean_prompt_tokens=mean(col("prompt_tokens")),
+        mean_source_tokens=mean(col("source_tokens")),
+        mean_kept_tokens=mean(col("kept_tokens")),
+        mean_rate=mean(col("rate")),
+        mean_ttft=mean(col("ttft")),
+        mean_prefill=mean(col("prefill")),
+        mean_total=mean(col("total")),
+        max_peak_memory_mb=max(col("peak_memory_mb"), default=0.0),
+        truncated=sum(1 for r in rows if r["truncated_tokens"] > 0),
+    )
+
+
+def _build_pipeline(config: dict[str, Any]) -> EvalPipeline:
+    from ragc.pipelines.rag import Pipeline  # heavy: imports the decoder stack
+
+    return Pipeline.from_config(config)  # type: ignore[no-any-return]
+
+
+def run_eval(
+    spec: EvalSpec,
+    run_dir: str | Path,
+    pipeline: EvalPipeline | None = None,
+    dataset: OpenDomainQA | None = None,
+) -> EvalSummary:
+    """Evaluate ``spec`` into ``run_dir`` (resuming it) and return the summary.
+
+    ``pipeline``/``dataset`` override building ``spec.pipeline``/loading ``spec.dataset``.
+    Retrieval fetches ``max(recall_ks, pipeline.k)`` candidates for all questions in one
+    batch; the top ``pipeline.k`` go to ``pipeline.answer``, each with an equal share of
+    the batch time as its retrieval time.
+    """
+    out = Path(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_or_record(out, "spec", spec.to_dict())  # before loading models: fail fast
+    data = dataset if dataset is not None else load_dataset(spec.dataset)
+    _check_or_record(out, "corpus_sha256", data.fingerprint())  # the files behind a name can change
+    examples = sample_examples(data.examples, spec.n_questions, spec.seed)
+    pipe = pipeline if pipeline is not None else _build_pipeline(spec.pipeline)
+    _check_or_record(out, "pipeline_config", pipe.config)
+    done = read_predictions(out / PREDICTIONS_FILE)
+    todo = [ex for ex in examples if ex.qid not in done]
+    if todo:
+        depth = max(*spec.recall_ks, pipe.k)
+        retrieved = retrieve_all(pipe, data, examples, depth, out)
+        _answer_all(pipe, todo, retrieved, spec, out)
+        done = read_predictions(out / PREDICTIONS_FILE)
+    summary = summarize(spec.name, [done[ex.qid] for ex in examples], spec.recall_ks)
+    _write_atomic(out / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2) + "\n")
+    return summary

@@ -1,0 +1,307 @@
+"""Dense retrieval: a sentence-transformers encoder plus a FAISS inner-product index.
+
+Embeddings are L2-normalised in float32, so inner product = cosine similarity.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from ragc.errors import IndexMismatchError, IndexNotFoundError, InvalidArgumentError
+from ragc.retrievers.base import Retriever, read_manifest
+from ragc.types import Passage
+
+try:
+    import faiss
+except ImportError:  # the extra is optional so that BM25-only users need not install it
+    faiss = None  # type: ignore[assignment]
+
+HAS_FAISS = faiss is not None
+HAS_FAISS_GPU = bool(HAS_FAISS and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0)
+
+INDEX_FILE = "index.faiss"
+IndexType = Literal["flat", "hnsw", "ivf"]
+_INDEX_TYPES = ("flat", "hnsw", "ivf")
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+# faiss warns below 39 training points per IVF centroid (its k-means minimum).
+_IVF_POINTS_PER_LIST = 39
+
+log = logging.getLogger(__name__)
+
+
+def require_faiss() -> Any:
+    """The ``faiss`` module, or an ImportError saying which extra to install."""
+    if faiss is None:
+        raise ImportError(
+            "Dense retrieval needs FAISS, which is not installed. Install it with "
+            "`pip install ragc[cpu]` (faiss-cpu) or `pip install ragc[gpu]` (faiss-gpu)."
+        )
+    return faiss
+
+
+def passage_text(p: Passage) -> str:
+    """The text a retriever indexes: the title (when there is one) then the passage."""
+    return f"{p.title}\n{p.text}" if p.title else p.text
+
+
+def auto_nlist(n: int) -> int:
+    """IVF list count for ``n`` vectors: ~4*sqrt(n), capped so each list gets >= 39 points."""
+    return max(1, min(round(4 * n**0.5), n // _IVF_POINTS_PER_LIST))
+
+
+@dataclass(eq=False)
+class DenseRetriever(Retriever):
+    """Bi-encoder retrieval (Sentence-BERT / DPR style) over a FAISS index.
+
+    Parameters:
+        model: packaged encoder name (``"minilm"``), HF id or local sentence-transformers folder.
+        index_type: ``"flat"`` (exact inner product), ``"hnsw"`` (graph, approximate) or
+            ``"ivf"`` (inverted lists, approximate).
+        hnsw_m: HNSW graph degree (``hnsw`` only; fixed at build time).
+        ef_search: HNSW search beam width (``hnsw`` only; larger = more exact, slower).
+        nlist: IVF list count; 0 = auto (~4*sqrt(n), at most n // 39).
+        nprobe: IVF lists scanned per query (``ivf`` only).
+        batch_size: encoder batch size.
+        device: torch device of the encoder; ``None`` = :func:`ragc.device.default_device`.
+        dtype: encoder dtype; ``"auto"`` = bf16 on GPUs and on CPUs with AMX/AVX512-BF16.
+        show_progress: show a progress bar while encoding the corpus.
+        max_seq_length: truncate inputs to this many tokens (``None`` = the model's own limit).
+    """
+
+    name: ClassVar[str] = "dense"
+
+    model: str = "minilm"
+    index_type: IndexType = "flat"
+    hnsw_m: int = 32
+    ef_search: int = 64
+    nlist: int = 0
+    nprobe: int = 8
+    batch_size: int = 64
+    device: str | None = None
+    dtype: str = "auto"
+    show_progress: bool = True
+    max_seq_length: int | None = None
+
+    def __post_init__(self) -> None:
+        Retriever.__init__(self)
+        require_faiss()  # fail at construction, not after minutes of encoding
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise InvalidArgumentError(f"model must be an encoder name, HF id or path, got {self.model!r}.")
+        if self.index_type not in _INDEX_TYPES:
+            raise InvalidArgumentError(
+                f"index_type must be one of {', '.join(_INDEX_TYPES)}, got {self.index_type!r}."
+            )
+        if self.dtype not in _DTYPES:
+            raise InvalidArgumentError(f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}.")
+        for field_name in ("hnsw_m", "ef_search", "nprobe", "batch_size"):
+            _check_int(field_name, getattr(self, field_name), minimum=1)
+        _check_int("nlist", self.nlist, minimum=0)
+        if self.max_seq_length is not None:
+            _check_int("max_seq_length", self.max_seq_length, minimum=1)
+        self._faiss_index: Any = None  # what is searched (on GPU when available)
+        self._gpu_resources: Any = None  # must outlive the GPU index
+        self._encoder: Any = None
+
+    # -- Retriever hooks ----------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"model": self.model, "index_type": self.index_type}
+        if self.index_type == "hnsw":
+            cfg["hnsw_m"] = self.hnsw_m
+        if self.index_type == "ivf":
+            cfg["nlist"] = self.nlist
+        return cfg
+
+    def _manifest_extra(self) -> dict[str, Any]:
+        return {"model": self.model, "dimension": int(self._faiss_index.d)}
+
+    def _check_manifest(self, manifest: dict[str, Any], directory: Path) -> None:
+        # Checked first and without loading any encoder: a model mismatch is the common
+        # mistake, and loading the wrong model would be slow (or impossible offline).
+        built_with = manifest.get("model", manifest.get("config", {}).get("model"))
+        if built_with != self.model:
+            raise IndexMismatchError(
+                f"Index at {directory} was built with embedding model {built_with!r}, but this "
+                f"retriever uses {self.model!r}. Load it with DenseRetriever(model={built_with!r}) "
+                "or rebuild the index with this model."
+            )
+        super()._check_manifest(manifest, directory)
+
+    def _index(self, passages: list[Passage]) -> None:
+        fa = require_faiss()
+        vectors = self._encode([passage_text(p) for p in passages], queries=False)
+        index = self._build_index(fa, vectors)
+        index.add(vectors)
+        self._faiss_index = self._to_device(index)
+
+    def _search(self, queries: list[str], k: int) -> list[list[tuple[int, float]]]:
+        vectors = self._encode(queries, queries=True)
+        if vectors.shape[1] != self._faiss_index.d:
+            raise IndexMismatchError(
+                f"Encoder {self.model!r} gives {vectors.shape[1]}-d vectors but the index holds "
+                f"{self._faiss_index.d}-d vectors; rebuild the index with this model."
+            )
+        self._set_search_params(self._faiss_index, exhaustive=False)
+        scores, ids = self._faiss_index.search(vectors, k)
+        if (ids < 0).any():
+            scores, ids = self._fill_missing(vectors, scores, ids, k)
+        return [
+            [(int(i), float(s)) for i, s in zip(id_row, score_row, strict=True)]
+            for id_row, score_row in zip(ids.tolist(), scores.tolist(), strict=True)
+        ]
+
+    def _save_payload(self, directory: Path) -> None:
+        fa = require_faiss()
+        index = self._faiss_index
+        if self._gpu_resources is not None:
+            index = fa.index_gpu_to_cpu(index)
+        fa.write_index(index, str(directory / INDEX_FILE))
+
+    def _load_payload(self, directory: Path, passages: list[Passage]) -> None:
+        fa = require_faiss()
+        path = directory / INDEX_FILE
+        if not path.is_file():
+            raise IndexNotFoundError(f"{path} is missing; rebuild the index (DenseRetriever.index + save).")
+        try:
+            index = fa.read_index(str(path))
+        except RuntimeError as e:
+            raise IndexNotFoundError(f"{path} is not a readable FAISS index ({e}); rebuild the index.") from e
+        manifest_dim = _read_dimension(directory)
+        if manifest_dim is not None and manifest_dim != index.d:
+            raise IndexMismatchError(
+                f"{path} holds {index.d}-d vectors but its manifest says {manifest_dim}; rebuild the index."
+            )
+        if index.ntotal != len(passages):
+            raise IndexMismatchError(
+                f"{path} holds {index.ntotal} vectors but {len(passages)} passages were saved "
+                "beside it; the index is incomplete or stale, rebuild it."
+            )
+        self._faiss_index = self._to_device(index)
+
+    # -- encoding -----------------------------------------------------------------
+    def encoder(self) -> Any:
+        """The sentence-transformers model (loaded on first use, shared process-wide)."""
+        if self._encoder is None:
+            from ragc.device import resolve_dtype
+            from ragc.models import load_sentence_encoder
+
+            device = self._device()
+            dtype_name = str(resolve_dtype(self.dtype, device)).removeprefix("torch.")
+            self._encoder = load_sentence_encoder(self.model, device, dtype_name)
+        return self._encoder
+
+    def _encode(self, texts: list[str], *, queries: bool) -> np.ndarray:
+        """``(len(texts), dim)`` float32 unit vectors, C-contiguous (what FAISS expects)."""
+        model = self.encoder()
+        # encode_query / encode_document apply the model's query/document prompts (if any).
+        method = getattr(model, "encode_query" if queries else "encode_document", model.encode)
+        with _max_seq_length(model, self.max_seq_length):
+            emb = method(
+                texts,
+                batch_size=self.batch_size,
+                convert_to_tensor=True,
+                show_progress_bar=self.show_progress and not queries,
+            )
+        # Normalise after the cast: doing it in bf16 would leave norms off by ~1e-2.
+        vectors = np.ascontiguousarray(emb.float().cpu().numpy(), dtype=np.float32)
+        require_faiss().normalize_L2(vectors)
+        return vectors
+
+    def _device(self) -> str:
+        if self.device is not None:
+            return self.device
+        from ragc.device import default_device
+
+        return default_device()
+
+    # -- FAISS --------------------------------------------------------------------
+    def _build_index(self, fa: Any, vectors: np.ndarray) -> Any:
+        n, dim = vectors.shape
+        if self.index_type == "flat":
+            return fa.IndexFlatIP(dim)
+        if self.index_type == "hnsw":
+            return fa.IndexHNSWFlat(dim, self.hnsw_m, fa.METRIC_INNER_PRODUCT)
+        nlist = self.nlist or auto_nlist(n)
+        if nlist > n:
+            raise InvalidArgumentError(
+                f"nlist={nlist} exceeds the corpus size ({n} passages); use nlist=0 (auto) "
+                "or a smaller value."
+            )
+        quantizer = fa.IndexFlatIP(dim)
+        index = fa.IndexIVFFlat(quantizer, dim, nlist, fa.METRIC_INNER_PRODUCT)
+        if nlist == 1:  # one centroid is just the mean: silence FAISS's small-sample warning
+            index.cp.min_points_per_centroid = 1
+        index.train(vectors)  # k-means with FAISS's fixed seed: deterministic
+        return index
+
+    def _set_search_params(self, index: Any, *, exhaustive: bool) -> None:
+        if self.index_type == "hnsw":
+            index.hnsw.efSearch = max(self.ef_search, index.ntotal) if exhaustive else self.ef_search
+        elif self.index_type == "ivf":
+            index.nprobe = index.nlist if exhaustive else min(self.nprobe, index.nlist)
+
+    def _fill_missing(
+        self, vectors: np.ndarray, scores: np.ndarray, ids: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Redo rows with fewer than ``k`` hits (-1 ids) with an exhaustive search.
+
+        Approximate indexes return -1 when the probed lists / visited nodes hold fewer
+        than ``k`` vectors; the contract promises exactly ``k`` results.
+        """
+        rows = np.flatnonzero((ids < 0).any(axis=1))
+        self._set_search_params(self._faiss_index, exhaustive=True)
+        try:
+            s2, i2 = self._faiss_index.search(vectors[rows], k)
+        finally:
+            self._set_search_params(self._faiss_index, exhaustive=False)
+        scores[rows], ids[rows] = s2, i2
+        for r in np.flatnonzero((ids < 0).any(axis=1)):
+            # Only a disconnected HNSW graph gets here. Pad with unseen passages at score
+            # -1, the lowest possible cosine, so the ranking stays best-first.
+            log.warning("Dense index returned fewer than %d hits for a query; padding with score -1.", k)
+            seen = set(ids[r][ids[r] >= 0].tolist())
+            missing = np.flatnonzero(ids[r] < 0)
+            pad = [i for i in range(self._faiss_index.ntotal) if i not in seen]
+            ids[r, missing] = pad[: len(missing)]
+            scores[r, missing] = -1.0
+        return scores, ids
+
+    def _to_device(self, index: Any) -> Any:
+        """Move ``index`` to the GPU when the encoder runs on CUDA and FAISS can."""
+        device = self._device()
+        # FAISS has no GPU HNSW; flat and IVF move over unchanged.
+        if not (HAS_FAISS_GPU and device.startswith("cuda") and self.index_type != "hnsw"):
+            return index
+        gpu_id = int(device.split(":", 1)[1]) if ":" in device else 0
+        self._gpu_resources = faiss.StandardGpuResources()
+        return faiss.index_cpu_to_gpu(self._gpu_resources, gpu_id, index)
+
+
+def _check_int(name: str, value: Any, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidArgumentError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def _read_dimension(directory: Path) -> int | None:
+    dim = read_manifest(directory).get("dimension")
+    return int(dim) if dim is not None else None
+
+
+@contextmanager
+def _max_seq_length(model: Any, value: int | None) -> Iterator[None]:
+    """Temporarily cap the encoder's input length (the model object is shared, so restore it)."""
+    if value is None:
+        yield
+        return
+    old = model.max_seq_length
+    model.max_seq_length = value
+    try:
+        yield
+    finally:
+        model.max_seq_length = old
