@@ -170,7 +170,9 @@ def cmd_index_info(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ragc.eval.report import format_table
+    import shlex
+
+    from ragc.eval.report import format_table, markdown_report, plot
     from ragc.eval.runner import EvalSpec, run_eval
 
     cfg = _overrides(args)
@@ -178,8 +180,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     spec = EvalSpec(name=name, pipeline=cfg, n_questions=args.n, seed=args.seed)
     run_dir = Path(args.run_dir or f"runs/{name}")
     summary = run_eval(spec, run_dir)
+    command = "ragc " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    plot([summary], run_dir / "plot.png")
+    report = markdown_report(
+        [summary], f"ragc eval: {name}", command, [f"pipeline: `{json.dumps(cfg)}`"], image="plot.png"
+    )
+    (run_dir / "report.md").write_text(report, encoding="utf-8")
     print(format_table([summary]))
-    print(f"[ragc] predictions, summary and report in {run_dir}")
+    print(f"[ragc] predictions.jsonl, summary.json, report.md and plot.png in {run_dir}")
     return 0
 
 

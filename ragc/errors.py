@@ -64,5 +64,9 @@ class ConfigError(RagcError, ValueError):
     """A pipeline configuration is malformed (unknown key, wrong type)."""
 
 
+class MissingDependencyError(RagcError, ImportError):
+    """An optional package is needed (the message names the extra to install)."""
+
+
 class BudgetError(InvalidArgumentError):
     """A compression budget is invalid (rate outside (0, 1], negative tokens)."""

@@ -64,3 +64,19 @@ def test_demo_prints_answers_with_provenance() -> None:
     out = ragc("demo", "-n", "2", "--retriever", "bm25", *SMOL)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("answer:") == 2 and "used [" in out.stdout and "TTFT" in out.stdout
+
+
+@pytest.mark.slow
+def test_eval_writes_predictions_report_and_plot(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    out = ragc("eval", "--closed-book", "-n", "2", "--name", "cb", "--run-dir", str(run), *SMOL)
+    assert out.returncode == 0, out.stderr
+    assert len((run / "predictions.jsonl").read_text().splitlines()) == 2
+    assert (run / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    report = (run / "report.md").read_text()
+    assert "| cb" in report and "plot.png" in report
+    again = ragc("eval", "--closed-book", "-n", "2", "--name", "cb", "--run-dir", str(run), *SMOL)
+    assert again.returncode == 0  # resumed: nothing left to answer
+    clash = ragc("eval", "--closed-book", "-n", "2", "--seed", "1", "--name", "cb", "--run-dir", str(run),
+                 *SMOL)
+    assert clash.returncode == 2 and "seed" in clash.stderr

@@ -51,9 +51,9 @@ class QAExample:
 class OpenDomainQA:
     """A corpus of passages plus questions whose gold paragraph is in the corpus."""
 
-    name: str
     corpus: tuple[Passage, ...]
     examples: tuple[QAExample, ...]
+    name: str = "custom"
 
     def passage_index(self) -> dict[str, Passage]:
         """Passage id -> passage."""
@@ -129,7 +129,7 @@ def parse_squad(data: dict[str, Any], name: str) -> OpenDomainQA:
             for qa in para["qas"]:
                 answers = _unique([a["text"] for a in qa["answers"]])
                 examples.append(QAExample(qa["id"], qa["question"], answers, pid))
-    return OpenDomainQA(name=name, corpus=tuple(corpus), examples=tuple(examples))
+    return OpenDomainQA(corpus=tuple(corpus), examples=tuple(examples), name=name)
 
 
 @cache

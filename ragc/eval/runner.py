@@ -92,11 +92,8 @@ class EvalSpec:
 
 @dataclass(frozen=True)
 class EvalSummary:
-    """Aggregate metrics of one run. Scores are percentages; times are mean seconds.
-
-    ``recall`` maps k to gold-paragraph recall@k (empty for closed-book). ``truncated``
-    counts questions whose prompt was cut to fit the decoder window.
-    """
+    """Aggregate metrics of one run: scores in %, mean seconds; ``recall`` maps k to
+    gold-paragraph recall@k (empty for closed-book); ``truncated`` counts cut prompts."""
 
     name: str
     n: int
@@ -198,6 +195,7 @@ def ensure_index(pipeline: EvalPipeline, data: OpenDomainQA) -> Path:
     if not (target / MANIFEST).is_file():  # a folder without a manifest is a torn copy
         shutil.rmtree(target, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}-"))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
     try:
         retriever.save(tmp)
         try:

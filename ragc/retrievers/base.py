@@ -159,6 +159,8 @@ class Retriever(ABC):
                 f"{FORMAT_VERSION}; rebuild it with this version of ragc."
             )
         self._check_manifest(manifest, d)
+        if not (d / PASSAGES).is_file():
+            raise IndexNotFoundError(f"Index at {d} has no {PASSAGES}; it is incomplete, rebuild it.")
         passages = read_passages(d / PASSAGES)
         self._load_payload(d, passages)
         self._passages = passages

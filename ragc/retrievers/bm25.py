@@ -13,7 +13,12 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from ragc.errors import IndexMismatchError, IndexNotFoundError, InvalidArgumentError
+from ragc.errors import (
+    IndexMismatchError,
+    IndexNotFoundError,
+    InvalidArgumentError,
+    MissingDependencyError,
+)
 from ragc.retrievers.base import Retriever
 from ragc.types import Passage
 
@@ -54,9 +59,6 @@ class BM25Retriever(Retriever):
     """
 
     name: ClassVar[str] = "bm25"
-    # Hits scoring at or below this matched no query term; they only fill up ``k``, and
-    # fusion (HybridRetriever) must not count them as votes.
-    no_match_score: ClassVar[float | None] = 0.0
 
     k1: float = 1.5
     b: float = 0.75
@@ -84,11 +86,20 @@ class BM25Retriever(Retriever):
             )
         if self.stemmer == "snowball" and importlib.util.find_spec("Stemmer") is None:
             # Never fall back to unstemmed tokens: the index would silently differ.
-            raise ImportError(
+            raise MissingDependencyError(
                 "stemmer='snowball' needs PyStemmer: `pip install PyStemmer`, or use stemmer='none'."
             )
         self._bm25: Any = None
         self._doc_term: Any = None  # scipy CSR (vocab, docs): BM25 weight of term t in doc d
+
+    @property
+    def no_match_score(self) -> float | None:
+        """Score of a passage containing no query term, or ``None`` if there is no fixed one.
+
+        Hits at or below it only fill up ``k``; fusion (HybridRetriever) does not count
+        them as votes. BM25L and BM25+ give such passages a query-dependent score.
+        """
+        return None if self.method in ("bm25l", "bm25+") else 0.0
 
     def config(self) -> dict[str, Any]:
         return {

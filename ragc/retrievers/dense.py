@@ -14,7 +14,12 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from ragc.errors import IndexMismatchError, IndexNotFoundError, InvalidArgumentError
+from ragc.errors import (
+    IndexMismatchError,
+    IndexNotFoundError,
+    InvalidArgumentError,
+    MissingDependencyError,
+)
 from ragc.retrievers.base import Retriever, read_manifest
 from ragc.types import Passage
 
@@ -39,7 +44,7 @@ log = logging.getLogger(__name__)
 def require_faiss() -> Any:
     """The ``faiss`` module, or an ImportError saying which extra to install."""
     if faiss is None:
-        raise ImportError(
+        raise MissingDependencyError(
             "Dense retrieval needs FAISS, which is not installed. Install it with "
             "`pip install ragc[cpu]` (faiss-cpu) or `pip install ragc[gpu]` (faiss-gpu)."
         )

@@ -46,7 +46,7 @@ QUESTIONS = [
 @pytest.fixture
 def data() -> OpenDomainQA:
     corpus = tuple(Passage(pid, text, title=pid.title()) for pid, text in TEXTS.items())
-    return OpenDomainQA("fake-qa", corpus, tuple(QAExample(*q) for q in QUESTIONS))
+    return OpenDomainQA(corpus, tuple(QAExample(*q) for q in QUESTIONS), name="fake-qa")
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,5 @@
-"""Behaviour and error contract of the dense, BM25 and hybrid retrievers.
-
-Uses the real packaged MiniLM (loaded once per session through ``minilm_dense``) on the
-twelve-passage corpus of ``tests/conftest.py``.
-"""
+"""Dense, BM25 and hybrid retrievers: behaviour with the real packaged MiniLM (loaded once,
+``minilm_dense``) on the twelve-passage corpus of ``tests/conftest.py``, and the error contract."""
 
 from __future__ import annotations
 
@@ -347,19 +344,11 @@ def test_hybrid_bad_child(spec: object, error: type[Exception]) -> None:
         HybridRetriever(retrievers=[])
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"index_type": "lsh"},
-        {"dtype": "int8"},
-        {"hnsw_m": 0},
-        {"nprobe": 0},
-        {"nlist": -1},
-        {"batch_size": 0},
-        {"max_seq_length": 0},
-        {"model": ""},
-    ],
-)
+DENSE_BAD = [{"index_type": "lsh"}, {"dtype": "int8"}, {"hnsw_m": 0}, {"nprobe": 0}, {"nlist": -1}]
+DENSE_BAD += [{"batch_size": 0}, {"max_seq_length": 0}, {"model": ""}]
+
+
+@pytest.mark.parametrize("kwargs", DENSE_BAD)
 def test_dense_validation(kwargs: dict[str, object]) -> None:
     with pytest.raises(InvalidArgumentError):
         DenseRetriever(**kwargs)  # type: ignore[arg-type]
