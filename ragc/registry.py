@@ -27,6 +27,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "none": "ragc.compressors.identity:IdentityCompressor",
         "truncate": "ragc.compressors.truncate:TruncateCompressor",
         "sentences": "ragc.compressors.sentences:SentenceCompressor",
+        "random": "ragc.compressors.random_drop:RandomDropCompressor",
     },
     "kv_policy": {},
     "decoder": {

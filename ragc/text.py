@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 # A sentence ends at . ! ? (optionally followed by closing quotes/brackets) and
 # whitespace, or at a CJK full stop / newline. Abbreviations like "U.S." and
 # decimals stay intact because the next char must be whitespace (or a CJK stop).
@@ -35,3 +37,16 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
         if b - trail > a + lead:
             out.append((a + lead, b - trail))
     return out
+
+
+# A "word" is a run of word characters (inner apostrophes, hyphens, dots and commas kept:
+# "don't", "U.S", "3.5", "1,000"), a single CJK character, or a single other symbol
+# (punctuation, emoji). Whitespace is never part of a word.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\uff66-\uff9f"
+_WORD = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])\w)+(?:['’.,\-](?:(?![{_CJK}])\w)+)*|[^\w\s]")
+
+
+def word_spans(text: str) -> np.ndarray:
+    """``(n_words, 2)`` int64 array of word ``(start, end)`` character offsets."""
+    spans = [m.span() for m in _WORD.finditer(text)]
+    return np.asarray(spans, dtype=np.int64).reshape(-1, 2)

@@ -27,6 +27,7 @@ KWARGS: dict[str, dict[str, object]] = {
     "none": {},
     "truncate": {},
     "sentences": {"device": "cpu"},
+    "random": {"seed": 1},
 }
 
 
@@ -136,3 +137,30 @@ def test_truncate_keeps_heads(smol_counter: TokenCounter) -> None:
         assert isinstance(seg, TextSegment)
         full = next(p.text for p in PASSAGES if p.id == seg.passage_id)
         assert full.startswith(seg.text) and seg.spans == ((0, len(seg.text)),)
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.33, 0.5, 0.8])
+@pytest.mark.parametrize("allocation", ["global", "per_passage"])
+def test_word_compressors_hit_the_budget_within_2_percent(
+    compressor: Compressor, smol_counter: TokenCounter, rate: float, allocation: str
+) -> None:
+    from ragc.compressors.token_scoring import TokenScoringCompressor
+
+    if not isinstance(compressor, TokenScoringCompressor):
+        pytest.skip("budget precision is a promise of word-level compressors")
+    compressor.allocation = allocation  # type: ignore[assignment]
+    ctx = compressor.compress(QUERY, scored(), rate)
+    target = int(rate * ctx.source_tokens)
+    assert 0.98 * target - 1 <= ctx.kept_tokens <= target
+    check_provenance(ctx)
+    for seg in ctx.segments:  # every run is verbatim passage text
+        assert isinstance(seg, TextSegment)
+        src = next(p.text for p in PASSAGES if p.id == seg.passage_id)
+        assert seg.text == " ".join(src[a:b] for a, b in seg.spans)
+
+
+def test_force_keep_words_survive(smol_counter: TokenCounter) -> None:
+    comp = registry.create("compressor", "random", seed=3, force_keep=("?", "Frisch"))
+    comp.bind(smol_counter)
+    texts = [s.text for s in comp.compress(QUERY, scored(), 0.3).segments if isinstance(s, TextSegment)]
+    assert any("Frisch" in t for t in texts)

@@ -1,0 +1,172 @@
+"""Template for compressors that score words and keep the best ones to the budget.
+
+Subclasses write only :meth:`TokenScoringCompressor.score_words`: one float per word of
+each passage (higher = keep). The template does the rest, vectorised with numpy:
+
+1. split every passage into words (:func:`ragc.text.word_spans`);
+2. cost each word in the **decoder's** tokens (each decoder token is charged to the word
+   holding its last character);
+3. keep the highest-scoring words whose cumulative cost fits the target (globally across
+   passages, or per passage in proportion to length), force-kept words first;
+4. render each passage as its kept runs of consecutive words (original text inside a
+   run, one space between runs), recount exactly, and trim or top up so the achieved
+   size is within ``tolerance`` below the target and never above it.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from ragc.compressors.base import Compressor, allocate
+from ragc.text import word_spans
+from ragc.tokens import TokenCounter
+from ragc.types import Budget, CompressedContext, Scored, TextSegment
+
+Allocation = Literal["global", "per_passage"]
+
+
+@dataclass(frozen=True, eq=False)
+class Words:
+    """The words of one passage: spans ``(n, 2)``, decoder-token costs ``(n,)``."""
+
+    text: str
+    spans: np.ndarray
+    costs: np.ndarray
+
+
+def word_costs(counter: TokenCounter, text: str, spans: np.ndarray) -> np.ndarray:
+    """Decoder tokens charged to each word (a token goes to the word of its last char)."""
+    if len(spans) == 0:
+        return np.zeros(0, dtype=np.int64)
+    offs = counter.offsets(text)
+    if len(offs) == 0:
+        return np.zeros(len(spans), dtype=np.int64)
+    last_char = np.maximum(offs[:, 1] - 1, offs[:, 0])
+    owner = np.searchsorted(spans[:, 0], last_char, side="right") - 1
+    owner = np.clip(owner, 0, len(spans) - 1)
+    return np.bincount(owner, minlength=len(spans)).astype(np.int64)
+
+
+def render(text: str, spans: np.ndarray, keep: np.ndarray) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """Kept words as runs of consecutive words, joined by single spaces; run spans."""
+    idx = np.flatnonzero(keep)
+    if len(idx) == 0:
+        return "", ()
+    breaks = np.flatnonzero(np.diff(idx) != 1)
+    first = idx[np.r_[0, breaks + 1]]
+    last = idx[np.r_[breaks, len(idx) - 1]]
+    runs = tuple(zip(spans[first, 0].tolist(), spans[last, 1].tolist()))
+    return " ".join(text[a:b] for a, b in runs), runs
+
+
+@dataclass
+class TokenScoringCompressor(Compressor):
+    """Base of word-level extractive compressors (see module doc).
+
+    Parameters (shared by subclasses):
+        budget: rate in (0, 1] or an int token budget.
+        allocation: ``global`` ranks all words together; ``per_passage`` gives each
+            passage its share of the budget (proportional to its length).
+        force_keep: words always kept when present (e.g. ``("?", "\\n")``), budget allowing.
+        tolerance: the achieved size is within this fraction below the target.
+    """
+
+    budget: float | int = 0.5
+    allocation: Allocation = "global"
+    force_keep: tuple[str, ...] = ()
+    tolerance: float = 0.02
+
+    def __post_init__(self) -> None:
+        from ragc.errors import InvalidArgumentError
+
+        Budget.parse(self.budget)
+        if self.allocation not in ("global", "per_passage"):
+            raise InvalidArgumentError(
+                f"allocation must be 'global' or 'per_passage', got {self.allocation!r}."
+            )
+        if not 0 <= self.tolerance < 1:
+            raise InvalidArgumentError(f"tolerance must be in [0, 1), got {self.tolerance}.")
+        self.force_keep = tuple(self.force_keep)
+
+    @abstractmethod
+    def score_words(
+        self, query: str | None, passages: Sequence[Scored], words: Sequence[Words]
+    ) -> list[np.ndarray]:
+        """One score per word of each passage (higher = more worth keeping)."""
+
+    def _compress(
+        self, query: str | None, passages: list[Scored], budget: Budget, identity: CompressedContext
+    ) -> CompressedContext:
+        words = [
+            Words(s.passage.text, sp, word_costs(self.counter, s.passage.text, sp))
+            for s in passages
+            for sp in [word_spans(s.passage.text)]
+        ]
+        scores = self.score_words(query, passages, words)
+        target = budget.target(identity.source_tokens)
+        if self.allocation == "global":
+            keeps = self._select(words, scores, target)
+        else:
+            shares = allocate(target, [seg.tokens for seg in identity.segments])
+            keeps = [self._select([w], [s], t)[0] for w, s, t in zip(words, scores, shares)]
+        segs = self._segments(passages, words, keeps)
+        return CompressedContext(tuple(segs), identity.source_tokens, sum(s.tokens for s in segs), self.name)
+
+    def _priority(self, words: Sequence[Words], scores: Sequence[np.ndarray]) -> np.ndarray:
+        flat = np.concatenate([np.asarray(s, dtype=np.float64) for s in scores]) if scores else np.zeros(0)
+        if self.force_keep:
+            forced = np.concatenate(
+                [np.isin(np.array([w.text[a:b] for a, b in w.spans], dtype=object), self.force_keep)
+                 for w in words]
+            )
+            flat = np.where(forced, np.inf, flat)
+        return flat
+
+    def _select(self, words: Sequence[Words], scores: Sequence[np.ndarray], target: int) -> list[np.ndarray]:
+        """Keep masks per passage: best words to ``target``, corrected by exact recounts."""
+        sizes = [len(w.spans) for w in words]
+        costs = np.concatenate([w.costs for w in words]) if words else np.zeros(0, dtype=np.int64)
+        order = np.argsort(-self._priority(words, scores), kind="stable")
+        cum = np.cumsum(costs[order])
+
+        def masks_for(n: int) -> tuple[list[np.ndarray], int]:
+            keep = np.zeros(len(costs), dtype=bool)
+            keep[order[:n]] = True
+            masks = np.split(keep, np.cumsum(sizes)[:-1])
+            texts = [render(w.text, w.spans, m)[0] for w, m in zip(words, masks)]
+            return masks, sum(self.counter.count_batch(texts))
+
+        n = int(np.searchsorted(cum, target, side="right"))
+        masks, actual = masks_for(n)
+        low = target * (1 - self.tolerance)
+        for _ in range(6):  # joins can merge or split tokens at run edges: recount and fix
+            if actual > target and n > 0:
+                n = min(n - 1, int(np.searchsorted(cum, cum[n - 1] - (actual - target), side="right")))
+            elif actual < low and n < len(order):
+                step = int(np.searchsorted(cum, (cum[n - 1] if n else 0) + target - actual, side="right"))
+                if step <= n:
+                    break
+                n = step
+            else:
+                break
+            masks, actual = masks_for(n)
+        while actual > target and n > 0:  # never exceed the budget
+            n -= 1
+            masks, actual = masks_for(n)
+        return masks
+
+    def _segments(
+        self, passages: Sequence[Scored], words: Sequence[Words], keeps: Sequence[np.ndarray]
+    ) -> list[TextSegment]:
+        rendered = [render(w.text, w.spans, m) for w, m in zip(words, keeps)]
+        counts = self.counter.count_batch([t for t, _ in rendered])
+        return [
+            TextSegment(s.passage.id, text, runs, n, s.passage.title)
+            for s, (text, runs), n in zip(passages, rendered, counts)
+            if text
+        ]
