@@ -28,6 +28,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "truncate": "ragc.compressors.truncate:TruncateCompressor",
         "sentences": "ragc.compressors.sentences:SentenceCompressor",
         "random": "ragc.compressors.random_drop:RandomDropCompressor",
+        "chain": "ragc.compressors.chain:ChainCompressor",
     },
     "kv_policy": {},
     "decoder": {

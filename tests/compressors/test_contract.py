@@ -28,6 +28,7 @@ KWARGS: dict[str, dict[str, object]] = {
     "truncate": {},
     "sentences": {"device": "cpu"},
     "random": {"seed": 1},
+    "chain": {"stages": [{"name": "sentences", "device": "cpu"}, {"name": "random"}]},
 }
 
 
@@ -164,3 +165,20 @@ def test_force_keep_words_survive(smol_counter: TokenCounter) -> None:
     comp.bind(smol_counter)
     texts = [s.text for s in comp.compress(QUERY, scored(), 0.3).segments if isinstance(s, TextSegment)]
     assert any("Frisch" in t for t in texts)
+
+
+def test_chain_composes_provenance(smol_counter: TokenCounter) -> None:
+    from ragc.compressors.chain import compose_spans
+
+    assert compose_spans(((10, 15), (30, 34)), ((2, 8),)) == ((12, 15), (30, 32))
+    stages = [{"name": "sentences", "device": "cpu"}, {"name": "random"}]
+    comp = registry.create("compressor", "chain", stages=stages, budget=0.25)
+    comp.bind(smol_counter)
+    assert comp.needs_query
+    ctx = comp.compress(QUERY, scored())
+    assert ctx.kept_tokens <= int(0.25 * ctx.source_tokens)
+    assert set(ctx.passage_ids) <= {"bees", "volcano", "cjk", "short"}
+    by_id = {p.id: p.text for p in PASSAGES}
+    for seg in ctx.segments:
+        assert isinstance(seg, TextSegment)
+        assert seg.text.split() == " ".join(by_id[seg.passage_id][a:b] for a, b in seg.spans).split()

@@ -1,0 +1,150 @@
+"""The ``chain`` compressor: coarse-to-fine composition of extractive compressors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ragc.compressors.base import Compressor
+from ragc.errors import ConfigError, InvalidArgumentError
+from ragc.tokens import TokenCounter
+from ragc.types import Budget, CompressedContext, Passage, Scored, TextSegment
+
+
+def _default_stages() -> list[Any]:
+    return [{"name": "sentences"}, {"name": "llmlingua2"}]
+
+
+def _build(stage: Compressor | dict[str, Any]) -> Compressor:
+    if isinstance(stage, Compressor):
+        return stage
+    if not isinstance(stage, dict) or "name" not in stage:
+        raise ConfigError(f"A chain stage must be a Compressor or a {{name: ...}} mapping, got {stage!r}.")
+    from ragc.config import ComponentSpec
+
+    params = {k: v for k, v in stage.items() if k != "name"}
+    built: Compressor = ComponentSpec("compressor", stage["name"], params).build()
+    return built
+
+
+def compose_spans(
+    outer: tuple[tuple[int, int], ...], inner: tuple[tuple[int, int], ...]
+) -> tuple[tuple[int, int], ...]:
+    """Map ``inner`` spans (offsets into ``" ".join(pieces at outer)``) to original offsets."""
+    out: list[tuple[int, int]] = []
+    pos = 0
+    for a, b in outer:  # piece [a, b) sits at [pos, pos + b - a) of the joined text
+        for x, y in inner:
+            lo, hi = max(x, pos), min(y, pos + b - a)
+            if lo < hi:
+                out.append((a + lo - pos, a + hi - pos))
+        pos += b - a + 1
+    out.sort()
+    merged: list[tuple[int, int]] = []
+    for a, b in out:
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return tuple(merged)
+
+
+@dataclass
+class ChainCompressor(Compressor):
+    """Runs compressors in sequence, each on the previous one's output (coarse to fine).
+
+    The last stage hits ``budget``; stage ``j`` of ``m`` keeps ``expand ** (m - 1 - j)``
+    times the final target, so a coarse question-aware filter (e.g. ``sentences``)
+    removes distractors before a fine token-level compressor (e.g. ``llmlingua2``)
+    spends the remaining budget — LongLLMLingua's coarse-to-fine recipe as a composition.
+    Provenance spans point into the original passages through every stage.
+
+    Parameters:
+        stages: compressors or ``{name: ..., **params}`` mappings, coarse first.
+        budget: final rate in (0, 1] or int token budget.
+        expand: budget multiplier per earlier stage (>= 1).
+    """
+
+    name: ClassVar[str] = "chain"
+    stages: list[Any] = field(default_factory=_default_stages)
+    budget: float | int = 0.33
+    expand: float = 2.0
+
+    def __post_init__(self) -> None:
+        Budget.parse(self.budget)
+        if not self.stages:
+            raise InvalidArgumentError("A chain needs at least one stage.")
+        if self.expand < 1:
+            raise InvalidArgumentError(f"expand must be >= 1, got {self.expand}.")
+        self._stages = [_build(s) for s in self.stages]
+        for s in self._stages[:-1]:
+            if s.output != "text":
+                raise InvalidArgumentError(
+                    f"Only the last chain stage may produce {s.output!r} output ({s.name!r} is not last)."
+                )
+
+    @property  # type: ignore[misc]
+    def needs_query(self) -> bool:  # type: ignore[override]
+        return any(s.needs_query for s in self._stages)
+
+    @property  # type: ignore[misc]
+    def output(self) -> str:  # type: ignore[override]
+        return self._stages[-1].output
+
+    def bind(self, counter: TokenCounter) -> None:
+        super().bind(counter)
+        for s in self._stages:
+            s.bind(counter)
+
+    def prepare(self) -> None:
+        for s in self._stages:
+            s.prepare()
+
+    def _compress(
+        self, query: str | None, passages: list[Scored], budget: Budget, identity: CompressedContext
+    ) -> CompressedContext:
+        source = identity.source_tokens
+        final = budget.target(source)
+        m = len(self._stages)
+        current = list(passages)
+        spans: dict[str, tuple[tuple[int, int], ...]] = {
+            s.passage.id: ((0, len(s.passage.text)),) for s in passages
+        }
+        ctx = identity
+        for j, stage in enumerate(self._stages):
+            target = min(source, int(final * self.expand ** (m - 1 - j)))
+            ctx = stage.compress(query, current, Budget(tokens=target))
+            if j == m - 1:
+                break
+            current, spans = self._carry(current, ctx, spans)
+        segs = tuple(
+            TextSegment(s.passage_id, s.text, compose_spans(spans[s.passage_id], s.spans), s.tokens, s.title)
+            if isinstance(s, TextSegment)
+            else s
+            for s in ctx.segments
+        )
+        return CompressedContext(segs, source, ctx.kept_tokens, self.name)
+
+    def _carry(
+        self,
+        current: Sequence[Scored],
+        ctx: CompressedContext,
+        spans: dict[str, tuple[tuple[int, int], ...]],
+    ) -> tuple[list[Scored], dict[str, tuple[tuple[int, int], ...]]]:
+        """The stage output as the next stage's passages, with spans into the originals."""
+        by_id = {s.passage.id: s for s in current}
+        nxt: list[Scored] = []
+        nxt_spans: dict[str, tuple[tuple[int, int], ...]] = {}
+        for seg in ctx.segments:
+            assert isinstance(seg, TextSegment)  # checked in __post_init__
+            src = by_id[seg.passage_id]
+            if seg.text != " ".join(src.passage.text[a:b] for a, b in seg.spans):
+                raise InvalidArgumentError(
+                    f"Chain stage output for {seg.passage_id!r} is not extractive (text does not match "
+                    "its spans); only extractive compressors can feed a later stage."
+                )
+            p = src.passage
+            nxt.append(Scored(Passage(p.id, seg.text, p.title, p.metadata), src.score, src.rank))
+            nxt_spans[p.id] = compose_spans(spans[p.id], seg.spans)
+        return nxt, nxt_spans
