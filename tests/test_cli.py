@@ -40,6 +40,10 @@ def test_errors_exit_nonzero_with_a_message(tmp_path: Path) -> None:
     bad.write_bytes(b'{"text": "caf\xe9"}\n')
     out = ragc("index", "build", str(bad), "--out", str(tmp_path / "i"), "--retriever", "bm25")
     assert out.returncode == 2 and "UTF-8" in out.stderr
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    out = ragc("index", "build", str(empty), "--out", str(tmp_path / "e"), "--retriever", "bm25")
+    assert out.returncode == 2 and "empty" in out.stderr.lower()
     out = ragc("ask", "q?", "-k", "0", "--corpus", str(DATA / "demo_corpus.jsonl"), *SMOL)
     assert out.returncode == 2 and "k must be" in out.stderr
 
