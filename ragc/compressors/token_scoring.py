@@ -132,33 +132,68 @@ class TokenScoringCompressor(Compressor):
         sizes = [len(w.spans) for w in words]
         costs = np.concatenate([w.costs for w in words]) if words else np.zeros(0, dtype=np.int64)
         order = np.argsort(-self._priority(words, scores), kind="stable")
-        cum = np.cumsum(costs[order])
+        keep = np.zeros(len(costs), dtype=bool)
 
-        def masks_for(n: int) -> tuple[list[np.ndarray], int]:
-            keep = np.zeros(len(costs), dtype=bool)
-            keep[order[:n]] = True
-            masks = np.split(keep, np.cumsum(sizes)[:-1])
+        def fill(gap: int) -> bool:
+            # Best-ranked words while they fit, then skip any word too big for what is left:
+            # stopping at the first misfit would leave the gap empty although cheaper
+            # lower-ranked words fit it (high scorers are often long, multi-token words).
+            rest = order[~keep[order]]
+            cum = np.cumsum(costs[rest])
+            n = int(np.searchsorted(cum, gap, side="right"))
+            keep[rest[:n]] = True
+            left = gap - (int(cum[n - 1]) if n else 0)
+            added = n > 0
+            for j in rest[n:][costs[rest[n:]] <= left]:
+                if costs[j] <= left:
+                    keep[j] = True
+                    left -= int(costs[j])
+                    added = True
+                if left <= 0:
+                    break
+            return added
+
+        def drop(excess: int) -> None:
+            kept = order[keep[order]][::-1]  # worst first
+            m = int(np.searchsorted(np.cumsum(costs[kept]), excess, side="left")) + 1
+            keep[kept[:m]] = False
+
+        def recount() -> tuple[list[np.ndarray], int]:
+            masks = np.split(keep.copy(), np.cumsum(sizes)[:-1])
             texts = [render(w.text, w.spans, m)[0] for w, m in zip(words, masks)]
             return masks, sum(self.counter.count_batch(texts))
 
-        n = int(np.searchsorted(cum, target, side="right"))
-        masks, actual = masks_for(n)
+        fill(target)
+        masks, actual = recount()
         low = target * (1 - self.tolerance)
         for _ in range(6):  # joins can merge or split tokens at run edges: recount and fix
-            if actual > target and n > 0:
-                n = min(n - 1, int(np.searchsorted(cum, cum[n - 1] - (actual - target), side="right")))
-            elif actual < low and n < len(order):
-                step = int(np.searchsorted(cum, (cum[n - 1] if n else 0) + target - actual, side="right"))
-                if step <= n:
-                    break
-                n = step
+            if actual > target:
+                drop(actual - target)
+            elif actual < low and fill(target - actual):
+                pass
             else:
                 break
-            masks, actual = masks_for(n)
-        while actual > target and n > 0:  # never exceed the budget
-            n -= 1
-            masks, actual = masks_for(n)
+            masks, actual = recount()
+        while actual > target and keep.any():  # never exceed the budget
+            drop(1)
+            masks, actual = recount()
+        # Costs are not additive at run joins (CJK, merged punctuation): top up word by word
+        # with exact recounts, skipping any word that would overshoot.
+        tries = 0
+        for j in order[~keep[order]]:
+            if actual >= low or tries >= 16:
+                break
+            if costs[j] > target - actual:
+                continue
+            keep[j] = True
+            tries += 1
+            trial, n = recount()
+            if n <= target:
+                masks, actual = trial, n
+            else:
+                keep[j] = False
         return masks
+
 
     def _segments(
         self, passages: Sequence[Scored], words: Sequence[Words], keeps: Sequence[np.ndarray]
