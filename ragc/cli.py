@@ -1,4 +1,4 @@
-"""The ``ragc`` command line: demo, index, ask, eval.
+"""The ``ragc`` command line: demo, index, ask, eval, train.
 
 Heavy libraries are imported inside the handlers so ``ragc --help`` stays fast. Every
 :class:`ragc.errors.RagcError` becomes a one-line message on stderr and exit code 2.
@@ -191,6 +191,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_teacher_labels(args: argparse.Namespace) -> None:
+    """Teacher labels on SQuAD *train* paragraphs (resumable), before training."""
+    from ragc import registry
+    from ragc.training.labels import build_labels, squad_train_items
+
+    name = "perplexity" if args.teacher_mode == "self_information" else "perplexity-contrastive"
+    teacher = registry.create("compressor", name, model=args.teacher)
+    items = squad_train_items(args.build_labels, args.seed)
+    added = build_labels(items, teacher, keep_rate=args.keep_rate, out=Path(args.labels))
+    print(f"[ragc] {added} new teacher-labelled paragraphs in {args.labels} ({name}, {args.teacher})")
+
+
+def cmd_train_llmlingua2(args: argparse.Namespace) -> int:
+    from ragc.training.llmlingua2 import train_llmlingua2
+
+    if args.build_labels:
+        _build_teacher_labels(args)
+    metrics = train_llmlingua2(
+        args.labels, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        seed=args.seed, max_items=args.max_items, trained_layers=args.layers, loss=args.loss,
+    )
+    print(json.dumps(metrics["final"], indent=2))
+    print(f"[ragc] LLMLingua-2 weights in {args.out}; use them with "
+          f"--compressor llmlingua2 (weights={args.out!r} in the config)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ragc", description="Cheap retrieval-augmented generation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -229,6 +256,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="run name (default: eval)")
     p.add_argument("--run-dir", help="output directory (default runs/<name>); re-run to resume")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train", help="train a learned component")
+    tsub = p.add_subparsers(dest="train_command", required=True)
+    t = tsub.add_parser("llmlingua2", help="train the LLMLingua-2 keep/drop classifier on MiniLM")
+    t.add_argument("--labels", required=True, help="labels JSONL (id, text, words, labels per word)")
+    t.add_argument("--out", required=True, help="folder to write config.json + weights.safetensors")
+    t.add_argument("--epochs", type=int, default=2)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--max-items", type=int, help="use only the first N labelled rows")
+    t.add_argument("--lr", type=float, default=2e-4)
+    t.add_argument("--batch-size", type=int, default=16, help="windows per step (default 16)")
+    t.add_argument("--layers", type=int, default=1, help="top encoder layers to fine-tune (default 1)")
+    t.add_argument("--loss", choices=["bce", "balanced"], default="bce")
+    t.add_argument("--build-labels", type=int, metavar="N",
+                   help="first label N SQuAD train paragraphs with the teacher (resumable)")
+    t.add_argument("--teacher", default="qwen2.5-0.5b", help="teacher LM for --build-labels")
+    t.add_argument("--teacher-mode", choices=["self_information", "contrastive"],
+                   default="self_information",
+                   help="teacher score (contrastive uses each paragraph's question)")
+    t.add_argument("--keep-rate", type=float, default=0.4, help="share of words labelled keep")
+    t.set_defaults(func=cmd_train_llmlingua2)
     return parser
 
 

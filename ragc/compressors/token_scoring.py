@@ -5,7 +5,7 @@ each passage (higher = keep). The template does the rest, vectorised with numpy:
 
 1. split every passage into words (:func:`ragc.text.word_spans`);
 2. cost each word in the **decoder's** tokens (each decoder token is charged to the word
-   holding its last character);
+   holding its last character, or to the next word if that character is whitespace);
 3. keep the highest-scoring words whose cumulative cost fits the target (globally across
    passages, or per passage in proportion to length), force-kept words first;
 4. render each passage as its kept runs of consecutive words (original text inside a
@@ -48,7 +48,10 @@ def word_costs(counter: TokenCounter, text: str, spans: np.ndarray) -> np.ndarra
         return np.zeros(len(spans), dtype=np.int64)
     last_char = np.maximum(offs[:, 1] - 1, offs[:, 0])
     owner = np.searchsorted(spans[:, 0], last_char, side="right") - 1
-    owner = np.clip(owner, 0, len(spans) - 1)
+    # A token ending in whitespace (e.g. SmolLM2's separate " " before digits) belongs to
+    # the next word: that is where the renderer's joining space goes.
+    outside = (owner < 0) | (last_char >= spans[np.clip(owner, 0, len(spans) - 1), 1])
+    owner = np.clip(np.where(outside, owner + 1, owner), 0, len(spans) - 1)
     return np.bincount(owner, minlength=len(spans)).astype(np.int64)
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from ragc import registry
 from ragc.compressors.base import Compressor, UnboundTokenizerError
+from ragc.compressors.llmlingua2 import packaged_weights_dir
 from ragc.errors import BudgetError, EmptyQueryError
 from ragc.tokens import TokenCounter
 from ragc.types import CompressedContext, Passage, Scored, SoftSegment, TextSegment
@@ -28,6 +29,8 @@ KWARGS: dict[str, dict[str, object]] = {
     "truncate": {},
     "sentences": {"device": "cpu"},
     "random": {"seed": 1},
+    "perplexity": {"model": "smollm2-135m", "device": "cpu", "dtype": "float32"},
+    "perplexity-contrastive": {"model": "smollm2-135m", "device": "cpu", "dtype": "float32"},
     "chain": {"stages": [{"name": "sentences", "device": "cpu"}, {"name": "random"}]},
 }
 
@@ -39,6 +42,9 @@ def scored() -> list[Scored]:
 @pytest.fixture(params=registry.names("compressor"))
 def compressor(request: pytest.FixtureRequest, smol_counter: TokenCounter) -> Compressor:
     name = request.param
+    if name == "llmlingua2" and not (packaged_weights_dir() / "config.json").is_file():
+        pytest.skip("no packaged LLMLingua-2 weights yet: train them into ragc/data/llmlingua2 with "
+                    "`ragc train llmlingua2`, then add the llmlingua2 row to KWARGS")
     assert name in KWARGS, f"add {name!r} to the contract table KWARGS"
     comp = registry.create("compressor", name, **KWARGS[name])
     comp.bind(smol_counter)

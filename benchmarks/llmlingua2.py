@@ -1,0 +1,162 @@
+"""Extractive compression on open-domain SQuAD v1.1 dev: quality, achieved rate, speed.
+
+Usage (from the repository root; nothing is downloaded)::
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/llmlingua2.py [--n 200] [--only name,...]
+
+Runs ``n`` questions (seed 0), hybrid retrieval, k=5, decoder qwen2.5-0.5b, through:
+the uncompressed pipeline (rate 1.0); ``truncate``, ``sentences``, ``random``,
+``perplexity`` (the teacher, on the decoder itself) and ``llmlingua2`` (the MiniLM
+student) at rates 0.5, 0.33 and 0.2; the question-aware composition
+``chain[sentences -> llmlingua2]`` at 0.33; and the gold-paragraph oracle (only the
+question's gold paragraph, uncompressed) as the ceiling. Each run is resumable under
+``runs/llmlingua2/<name>``. Writes ``benchmarks/results/llmlingua2.md`` with EM/F1, the
+achieved rate, compressor milliseconds per 1k source tokens and TTFT relative to the
+uncompressed run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ragc.eval.datasets import load_dataset
+from ragc.eval.report import machine_info, plot
+from ragc.eval.runner import PREDICTIONS_FILE, EvalSpec, EvalSummary, run_eval
+from ragc.types import Scored
+
+DECODER = "qwen2.5-0.5b"
+RATES = (0.5, 0.33, 0.2)
+METHODS: dict[str, dict[str, Any]] = {
+    "truncate": {"name": "truncate"},
+    "sentences": {"name": "sentences"},
+    "random": {"name": "random"},
+    "perplexity": {"name": "perplexity", "model": DECODER},
+    "llmlingua2": {"name": "llmlingua2"},
+}
+
+
+def specs(n: int, seed: int, decoder: str) -> list[EvalSpec]:
+    def spec(name: str, compressor: dict[str, Any], retriever: str = "hybrid") -> EvalSpec:
+        cfg = {"retriever": {"name": retriever}, "compressor": compressor,
+               "decoder": {"name": "hf", "model": decoder}, "k": 5}
+        return EvalSpec(name, cfg, "squad-dev", n, seed, (1, 5, 20))
+
+    out = [spec("uncompressed", {"name": "none"})]
+    for rate in RATES:
+        for method, params in METHODS.items():
+            out.append(spec(f"{method}@{rate:g}", {**params, "budget": rate}))
+    chain = {"name": "chain", "budget": 0.33, "stages": [{"name": "sentences"}, {"name": "llmlingua2"}]}
+    out.append(spec("chain[sentences->llmlingua2]@0.33", chain))
+    return out
+
+
+class GoldOracle:
+    """Wraps a pipeline so each question 'retrieves' exactly its gold paragraph."""
+
+    def __init__(self, pipeline: Any, gold: dict[str, Scored]) -> None:
+        self._pipe, self._gold = pipeline, gold
+        self.retriever = _OracleRetriever()
+        self.k = 1
+        self.config = {**pipeline.config, "retriever": {"name": "gold-oracle"}, "k": 1}
+
+    def index(self, passages: Sequence[Any]) -> None:  # nothing to index
+        return None
+
+    def retrieve_batch(self, queries: Sequence[str], k: int | None = None) -> list[list[Scored]]:
+        return [[self._gold[q]] for q in queries]
+
+    def answer(self, query: str, retrieved: Sequence[Scored], retrieve_s: float = 0.0) -> Any:
+        return self._pipe.answer(query, retrieved, retrieve_s)
+
+
+class _OracleRetriever:
+    name = "gold-oracle"
+
+    def config(self) -> dict[str, Any]:
+        return {"oracle": True}
+
+    def load(self, directory: Path) -> None:
+        return None
+
+
+def run_oracle(n: int, seed: int, decoder: str, run_dir: Path) -> EvalSummary:
+    from ragc.pipelines.rag import Pipeline
+
+    data = load_dataset("squad-dev")
+    by_id = data.passage_index()
+    gold = {ex.question: Scored(by_id[ex.gold_passage_id], 1.0, 0) for ex in data.examples}
+    decoder_cfg = {"name": "hf", "model": decoder}
+    cfg = {"retriever": None, "compressor": {"name": "none"}, "decoder": decoder_cfg, "k": 1}
+    spec = EvalSpec("gold-oracle", {**cfg, "retriever": {"name": "gold-oracle"}}, "squad-dev", n, seed, (1,))
+    return run_eval(spec, run_dir, pipeline=GoldOracle(Pipeline.from_config(cfg), gold), dataset=data)
+
+
+def compress_ms_per_1k(run_dir: Path) -> float:
+    rows = [json.loads(x) for x in (run_dir / PREDICTIONS_FILE).read_text("utf-8").splitlines() if x.strip()]
+    source = sum(r["source_tokens"] for r in rows)
+    return 1e6 * sum(r["compress"] for r in rows) / source if source else 0.0
+
+
+def report(summaries: list[tuple[EvalSummary, float]], command: str, n: int) -> str:
+    base = next((s for s, _ in summaries if s.name == "uncompressed"), None)
+    lines = [
+        f"# Extractive compression: open-domain SQuAD v1.1 dev, {n} questions, {DECODER}",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {machine_info()}",
+        "",
+        "| run | EM | F1 | F1 vs uncompressed | target rate | achieved rate | prompt tok "
+        "| compress ms / 1k tok | TTFT s | TTFT vs uncompressed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s, ms in summaries:
+        rel_f1 = f"{100 * s.f1 / base.f1:.0f}%" if base and base.f1 else "-"
+        rel_ttft = f"{s.mean_ttft / base.mean_ttft:.2f}x" if base and base.mean_ttft else "-"
+        target = s.name.rsplit("@", 1)[1] if "@" in s.name else "1"
+        lines.append(
+            f"| {s.name} | {s.em:.1f} | {s.f1:.1f} | {rel_f1} | {target} | {s.mean_rate:.3f} | "
+            f"{s.mean_prompt_tokens:.0f} | {ms:.1f} | {s.mean_ttft:.2f} | {rel_ttft} |"
+        )
+    lines += ["", "![F1 vs prompt tokens, TTFT](llmlingua2.png)", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--n", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--decoder", default=DECODER)
+    p.add_argument("--runs", type=Path, default=Path("runs/llmlingua2"))
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--only", default="", help="comma-separated run names (default: all)")
+    args = p.parse_args(argv)
+    all_specs = specs(args.n, args.seed, args.decoder)
+    names = [s.name for s in all_specs] + ["gold-oracle"]
+    only = [x.strip() for x in args.only.split(",") if x.strip()] or names
+    if unknown := sorted(set(only) - set(names)):
+        print(f"Unknown run(s) {', '.join(unknown)}. Valid: {', '.join(names)}", file=sys.stderr)
+        return 2
+    done: list[tuple[EvalSummary, float]] = []
+    for spec in all_specs:
+        if spec.name in only:
+            run_dir = args.runs / spec.name
+            done.append((run_eval(spec, run_dir), compress_ms_per_1k(run_dir)))
+    if "gold-oracle" in only:
+        done.append((run_oracle(args.n, args.seed, args.decoder, args.runs / "gold-oracle"), 0.0))
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot([s for s, _ in done], args.out / "llmlingua2.png")
+    command = shlex.join(["python", "benchmarks/llmlingua2.py", *(sys.argv[1:] if argv is None else argv)])
+    text = report(done, command, args.n)
+    (args.out / "llmlingua2.md").write_text(text, encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Training entry points: teacher labels, distillation, projectors."""
