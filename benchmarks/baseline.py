@@ -84,6 +84,11 @@ NOTES = [
     "fusion of the two.",
     "Retrieval is one batch over all questions; each question is charged an equal share "
     "of the batch time in TTFT. Times are wall-clock on a shared 2-core CPU.",
+    "The committed table's times were taken while other jobs (tests, training) shared the "
+    "two cores, so TTFT/latency are inflated and noisy (e.g. closed-book prefill of a "
+    "46-token prompt); quality columns are deterministic. Re-run alone for clean timings.",
+    "peak MB is the process's peak resident memory during answering; the six runs share one "
+    "process, so later rows also hold earlier runs' models (~1.8 GB is one Qwen-0.5B pipeline).",
 ]
 
 
