@@ -32,6 +32,7 @@ KWARGS: dict[str, dict[str, object]] = {
     "perplexity": {"model": "smollm2-135m", "device": "cpu", "dtype": "float32"},
     "perplexity-contrastive": {"model": "smollm2-135m", "device": "cpu", "dtype": "float32"},
     "chain": {"stages": [{"name": "sentences", "device": "cpu"}, {"name": "random"}]},
+    "llmlingua2": {"device": "cpu"},
 }
 
 
