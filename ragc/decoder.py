@@ -17,7 +17,6 @@ Answer's ``warnings``/``truncated_tokens``; ``"error"`` raises ContextTooLongErr
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -216,9 +215,3 @@ class HFDecoder:
             if isinstance(tid, int) and tid != self.tokenizer.unk_token_id and tid is not None:
                 ids.add(tid)
         return sorted(ids)
-
-    # Measuring one phase by itself is useful to benchmarks.
-    def time_prefill(self, query: str, context: CompressedContext | None) -> float:
-        start = time.perf_counter()
-        self.generate(query, context, max_new_tokens=1)
-        return time.perf_counter() - start

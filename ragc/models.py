@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import logging
 import os
 import shutil
 import tempfile
@@ -31,8 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from ragc.errors import ModelIntegrityError, ModelNotFoundError
-
-log = logging.getLogger(__name__)
 
 QWEN_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 
