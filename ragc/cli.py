@@ -1,4 +1,4 @@
-"""The ``ragc`` command line: demo, index, ask, eval, train.
+"""The ``ragc`` command line: demo, index, ask, eval, train, cache.
 
 Heavy libraries are imported inside the handlers so ``ragc --help`` stays fast. Every
 :class:`ragc.errors.RagcError` becomes a one-line message on stderr and exit code 2.
@@ -209,12 +209,47 @@ def cmd_train_llmlingua2(args: argparse.Namespace) -> int:
     if args.build_labels:
         _build_teacher_labels(args)
     metrics = train_llmlingua2(
-        args.labels, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-        seed=args.seed, max_items=args.max_items, trained_layers=args.layers, loss=args.loss,
+        args.labels,
+        args.out,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        max_items=args.max_items,
+        trained_layers=args.layers,
+        loss=args.loss,
     )
     print(json.dumps(metrics["final"], indent=2))
-    print(f"[ragc] LLMLingua-2 weights in {args.out}; use them with "
-          f"--compressor llmlingua2 (weights={args.out!r} in the config)")
+    print(
+        f"[ragc] LLMLingua-2 weights in {args.out}; use them with "
+        f"--compressor llmlingua2 (weights={args.out!r} in the config)"
+    )
+    return 0
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from ragc.cache import SegmentCache
+
+    cache = SegmentCache(args.dir) if args.dir else SegmentCache()
+    if args.cache_command == "clear":
+        removed = cache.clear()
+        print(f"[ragc] removed {removed} cached segments from {cache.root}")
+        return 0
+    info = cache.info()
+    if args.json:
+        print(json.dumps({k: v for k, v in info.items() if k != "stats"}, indent=2))
+    else:
+        print(f"segment cache: {info['root']}")
+        print(f"  entries: {info['entries']}")
+        print(f"  size:    {_human(info['bytes'])} of {_human(info['max_bytes'])} cap")
     return 0
 
 
@@ -269,14 +304,30 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=16, help="windows per step (default 16)")
     t.add_argument("--layers", type=int, default=1, help="top encoder layers to fine-tune (default 1)")
     t.add_argument("--loss", choices=["bce", "balanced"], default="bce")
-    t.add_argument("--build-labels", type=int, metavar="N",
-                   help="first label N SQuAD train paragraphs with the teacher (resumable)")
+    t.add_argument(
+        "--build-labels",
+        type=int,
+        metavar="N",
+        help="first label N SQuAD train paragraphs with the teacher (resumable)",
+    )
     t.add_argument("--teacher", default="qwen2.5-0.5b", help="teacher LM for --build-labels")
-    t.add_argument("--teacher-mode", choices=["self_information", "contrastive"],
-                   default="self_information",
-                   help="teacher score (contrastive uses each paragraph's question)")
+    t.add_argument(
+        "--teacher-mode",
+        choices=["self_information", "contrastive"],
+        default="self_information",
+        help="teacher score (contrastive uses each paragraph's question)",
+    )
     t.add_argument("--keep-rate", type=float, default=0.4, help="share of words labelled keep")
     t.set_defaults(func=cmd_train_llmlingua2)
+
+    p = sub.add_parser("cache", help="inspect or clear the compressed-segment cache")
+    csub = p.add_subparsers(dest="cache_command", required=True)
+    for name, text in (("info", "entries and bytes on disk"), ("clear", "delete every cached segment")):
+        c = csub.add_parser(name, help=text)
+        c.add_argument("--dir", help="cache directory (default $RAGC_CACHE/segments)")
+        if name == "info":
+            c.add_argument("--json", action="store_true", help="print as JSON")
+        c.set_defaults(func=cmd_cache)
     return parser
 
 
