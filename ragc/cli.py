@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ragc.errors import RagcError
+from ragc.errors import InvalidArgumentError, RagcError
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -206,10 +206,18 @@ def _build_teacher_labels(args: argparse.Namespace) -> None:
 def cmd_train_llmlingua2(args: argparse.Namespace) -> int:
     from ragc.training.llmlingua2 import train_llmlingua2
 
+    labels = Path(args.labels)
     if args.build_labels:
         _build_teacher_labels(args)
+    if args.qa_boost:
+        from ragc.training.labels import read_labels, squad_qa_relabel, write_labels
+
+        boosted = labels.with_name(f"{labels.stem}-qa{labels.suffix}")
+        write_labels(squad_qa_relabel(read_labels(labels), keep_rate=args.keep_rate), boosted)
+        print(f"[ragc] teacher scores + SQuAD train answers/questions -> {boosted}")
+        labels = boosted
     metrics = train_llmlingua2(
-        args.labels,
+        labels,
         args.out,
         epochs=args.epochs,
         lr=args.lr,
@@ -224,6 +232,40 @@ def cmd_train_llmlingua2(args: argparse.Namespace) -> int:
         f"[ragc] LLMLingua-2 weights in {args.out}; use them with "
         f"--compressor llmlingua2 (weights={args.out!r} in the config)"
     )
+    return 0
+
+
+def cmd_train_xrag(args: argparse.Namespace) -> int:
+    from ragc.training.xrag import XRAGTrainConfig, train_xrag
+
+    cfg = XRAGTrainConfig(
+        decoder=args.decoder, encoder=args.encoder, stage1_paragraphs=args.stage1,
+        stage2_questions=args.stage2, max_target_tokens=args.max_target_tokens,
+        batch_size=args.batch_size, lr=args.lr, kl_weight=args.kl_weight, seed=args.seed,
+    )
+    record = train_xrag(args.out, cfg, device=args.device)
+    print(json.dumps(record, indent=2))
+    print(f"[ragc] xRAG projector in {args.out}; use it with --compressor xrag "
+          f"(weights={args.out!r} in the config)")
+    return 0
+
+
+def cmd_train_compllm(args: argparse.Namespace) -> int:
+    from ragc.training.compllm import CompLLMTrainConfig, train_compllm
+
+    try:
+        rates = tuple(float(x) for x in args.rates.split(",") if x.strip())
+    except ValueError as e:
+        raise InvalidArgumentError(f"--rates must be comma-separated numbers, got {args.rates!r}.") from e
+    cfg = CompLLMTrainConfig(
+        decoder=args.decoder, questions=args.questions, rates=rates, segment_tokens=args.segment_tokens,
+        batch_size=args.batch_size, lr=args.lr, kl_weight=args.kl_weight, lora_rank=args.lora_rank,
+        seed=args.seed,
+    )
+    record = train_compllm(args.out, cfg, device=args.device)
+    print(json.dumps(record, indent=2))
+    print(f"[ragc] CompLLM weights in {args.out}; use them with --compressor compllm "
+          f"(weights={args.out!r} in the config)")
     return 0
 
 
@@ -318,7 +360,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="teacher score (contrastive uses each paragraph's question)",
     )
     t.add_argument("--keep-rate", type=float, default=0.4, help="share of words labelled keep")
+    t.add_argument("--qa-boost", action="store_true",
+                   help="relabel with the paragraphs' SQuAD train answers and question words added to "
+                        "the teacher scores (writes <labels>-qa.jsonl and trains on it)")
     t.set_defaults(func=cmd_train_llmlingua2)
+    t = tsub.add_parser("xrag", help="train an xRAG projector (retriever embedding -> one decoder token)")
+    t.add_argument("--out", required=True, help="folder for config.json + weights.safetensors (+ checkpoint)")
+    t.add_argument("--decoder", default="qwen2.5-0.5b", help="decoder the projector feeds")
+    t.add_argument("--encoder", default="minilm", help="retriever encoder whose embeddings it reads")
+    t.add_argument("--stage1", type=int, default=1200, help="SQuAD train paragraphs for reconstruction")
+    t.add_argument("--stage2", type=int, default=1200, help="SQuAD train questions for QA distillation")
+    t.add_argument("--max-target-tokens", type=int, default=48, help="reconstruction target length")
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--kl-weight", type=float, default=1.0, help="weight of the KL term in stage 2")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    t.set_defaults(func=cmd_train_xrag)
+    t = tsub.add_parser("compllm", help="train CompLLM's LoRA + concept head (segment-wise soft compression)")
+    t.add_argument("--out", required=True, help="folder for config.json + weights.safetensors (+ checkpoint)")
+    t.add_argument("--decoder", default="qwen2.5-0.5b", help="decoder to compress for (and with)")
+    t.add_argument("--questions", type=int, default=800, help="SQuAD train questions to distil on")
+    t.add_argument("--rates", default="0.5,0.25", help="compression rates cycled during training")
+    t.add_argument("--segment-tokens", type=int, default=20)
+    t.add_argument("--batch-size", type=int, default=4)
+    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--kl-weight", type=float, default=1.0)
+    t.add_argument("--lora-rank", type=int, default=8)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    t.set_defaults(func=cmd_train_compllm)
 
     p = sub.add_parser("cache", help="inspect or clear the compressed-segment cache")
     csub = p.add_subparsers(dest="cache_command", required=True)

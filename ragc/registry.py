@@ -32,6 +32,8 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "perplexity": "ragc.compressors.perplexity:PerplexityCompressor",
         "perplexity-contrastive": "ragc.compressors.perplexity:ContrastivePerplexityCompressor",
         "chain": "ragc.compressors.chain:ChainCompressor",
+        "xrag": "ragc.compressors.xrag:XRAGCompressor",
+        "compllm": "ragc.compressors.compllm:CompLLMCompressor",
     },
     "kv_policy": {},
     "decoder": {

@@ -1,0 +1,222 @@
+"""Train CompLLM's LoRA + concept head on CPU by distillation on answer tokens.
+
+For a SQuAD **train** question, the gold paragraph is cut into segments of at most
+``segment_tokens`` decoder tokens and each is compressed (decoder + LoRA + head) into
+``floor(len x rate)`` concept embeddings; the frozen decoder (LoRA off) reads them in
+place of the paragraph, in the exact inference prompt, and is trained to produce the
+gold answer (cross-entropy) and to match the answer distribution of the same decoder
+reading the full paragraph text (KL, weight ``kl_weight``), as in CompLLM. Rates are
+cycled over ``rates`` (one artefact serves 2x and 4x). Only the LoRA matrices and the
+head get gradients. Seed-reproducible, progress with ETA, resumable checkpoints in
+``<out>/checkpoint.pt``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ragc.compressors.compllm import Concepts, new_concepts, save_concepts, segment_plan
+from ragc.errors import InvalidArgumentError
+from ragc.training.soft import (
+    Sample,
+    batch_embeds,
+    cosine_schedule,
+    distill_loss,
+    last_mean,
+    load_checkpoint,
+    save_checkpoint,
+    target_logits,
+)
+from ragc.types import CompressedContext, Passage, SoftSegment, TextSegment
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class CompLLMTrainConfig:
+    decoder: str = "qwen2.5-0.5b"
+    questions: int = 800
+    rates: tuple[float, ...] = (0.5, 0.25)
+    segment_tokens: int = 20
+    batch_size: int = 4
+    lr: float = 5e-4
+    kl_weight: float = 1.0
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    seed: int = 0
+    checkpoint_every: int = 25
+
+    def __post_init__(self) -> None:
+        for name in ("questions", "segment_tokens", "batch_size", "lora_rank", "checkpoint_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InvalidArgumentError(f"{name} must be a positive integer, got {v!r}.")
+        if not self.rates or not all(0 < r <= 1 for r in self.rates):
+            raise InvalidArgumentError(
+                f"rates must be a non-empty list of values in (0, 1], got {self.rates}."
+            )
+        if not self.lr > 0 or self.kl_weight < 0:
+            raise InvalidArgumentError(f"lr must be > 0 and kl_weight >= 0, got {self.lr}, {self.kl_weight}.")
+
+
+@dataclass(frozen=True)
+class Example:
+    passage: Passage
+    question: str
+    target: tuple[int, ...]
+    rate: float
+
+
+def squad_examples(cfg: CompLLMTrainConfig, tokenizer: Any) -> list[Example]:
+    """``cfg.questions`` SQuAD **train** questions with their gold paragraphs, rates cycled."""
+    from ragc.eval.datasets import load_squad
+
+    data = load_squad("train")
+    by_id = data.passage_index()
+    picked = random.Random(cfg.seed).sample(list(data.examples), min(cfg.questions, len(data.examples)))
+    eos = tokenizer.eos_token_id
+    out = []
+    for n, q in enumerate(picked):
+        target = (*tokenizer(q.answers[0], add_special_tokens=False)["input_ids"][:24], eos)
+        out.append(Example(by_id[q.gold_passage_id], q.question, target, cfg.rates[n % len(cfg.rates)]))
+    return out
+
+
+class Trainer:
+    def __init__(self, cfg: CompLLMTrainConfig, device: str | None = None) -> None:
+        import torch
+
+        from ragc.decoder import HFDecoder
+        from ragc.device import default_device
+
+        self.cfg = cfg
+        self.device = device or default_device()
+        self.dec = HFDecoder(model=cfg.decoder, device=self.device)
+        lm = self.dec.lm
+        for p in lm.parameters():
+            p.requires_grad_(False)
+        torch.manual_seed(cfg.seed)
+        self.concepts: Concepts = new_concepts(
+            lm, self.dec.tokenizer, cfg.decoder, cfg.lora_rank, cfg.lora_alpha
+        )
+        self.params = [*self.concepts.lora.params.values(), *self.concepts.head.parameters()]
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=0.0)
+
+    def _segments(self, ex: Example) -> tuple[list[list[int]], list[int]]:
+        ids = self.dec.tokenizer(ex.passage.text, add_special_tokens=False)["input_ids"]
+        plan = segment_plan(len(ids), self.cfg.segment_tokens, ex.rate)
+        return [ids[a:e] for a, e, _ in plan], [m for *_, m in plan]
+
+    def loss(self, examples: Sequence[Example]) -> tuple[Any, dict[str, float]]:
+        import torch
+
+        segs, counts, owner = [], [], []
+        for b, ex in enumerate(examples):
+            s, c = self._segments(ex)
+            segs += s
+            counts += c
+            owner += [b] * len(s)
+        concepts = self.concepts.compress_ids(segs, counts)  # with gradients
+        soft_rows = [
+            [torch.cat([v for v, o in zip(concepts, owner) if o == b])] for b in range(len(examples))
+        ]
+        d = self.dec.hidden_size
+        samples = []
+        for ex, rows in zip(examples, soft_rows):
+            seg = SoftSegment((ex.passage.id,), torch.zeros(rows[0].shape[0], d), self.cfg.decoder)
+            samples.append(Sample(ex.question, CompressedContext((seg,), 1, 1), ex.target))
+        lengths = [len(ex.target) for ex in examples]
+        embeds, mask, starts = batch_embeds(self.dec, samples, soft_rows)
+        student = target_logits(self.dec.lm, embeds, mask, starts, lengths)
+        teacher = None
+        if self.cfg.kl_weight > 0:
+            text = [
+                Sample(
+                    ex.question,
+                    CompressedContext(
+                        (TextSegment(ex.passage.id, ex.passage.text, ((0, len(ex.passage.text)),), 0),), 1, 1
+                    ),
+                    ex.target,
+                )
+                for ex in examples
+            ]
+            with torch.no_grad():
+                t_emb, t_mask, t_starts = batch_embeds(self.dec, text)
+                teacher = target_logits(self.dec.lm, t_emb, t_mask, t_starts, lengths)
+        return distill_loss(student, [ex.target for ex in examples], teacher, self.cfg.kl_weight)
+
+
+def train_compllm(
+    out: str | Path,
+    cfg: CompLLMTrainConfig | None = None,
+    *,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or resume) CompLLM weights into ``out``; return the training record."""
+    import torch
+    from tqdm import tqdm
+
+    cfg = cfg or CompLLMTrainConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg, device)
+    examples = squad_examples(cfg, trainer.dec.tokenizer)
+    batches = [examples[i : i + cfg.batch_size] for i in range(0, len(examples), cfg.batch_size)]
+    ckpt_path = out / CHECKPOINT
+    config = {**asdict(cfg), "rates": list(cfg.rates)}
+    start, history = 0, []
+    ckpt = load_checkpoint(ckpt_path, config)
+    if ckpt is not None:
+        with torch.no_grad():
+            for p, v in zip(trainer.params, ckpt["params"]):
+                p.copy_(v)
+        trainer.opt.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"])
+        start, history = ckpt["step"], ckpt["history"]
+    sched = cosine_schedule(cfg.lr, len(batches))
+    bar = tqdm(
+        total=len(batches), initial=start, desc=f"compllm {cfg.decoder}", unit="step", disable=not progress
+    )
+    with bar:
+        for step in range(start, len(batches)):
+            for group in trainer.opt.param_groups:
+                group["lr"] = sched(step)
+            loss, stats = trainer.loss(batches[step])
+            trainer.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainer.params, 1.0)
+            trainer.opt.step()
+            history.append({"step": step, **stats})
+            bar.set_postfix(**{k: f"{v:.3f}" for k, v in stats.items()})
+            bar.update(1)
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == len(batches):
+                save_checkpoint(
+                    ckpt_path,
+                    {
+                        "config": config,
+                        "params": [p.detach().clone() for p in trainer.params],
+                        "optimizer": trainer.opt.state_dict(),
+                        "rng": torch.get_rng_state(),
+                        "step": step + 1,
+                        "history": history,
+                    },
+                )
+    record = {
+        "steps": len(batches),
+        "first_ce": last_mean(history[:10], "ce"),
+        "final_ce": last_mean(history, "ce"),
+        "final_kl": last_mean(history, "kl"),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "data": "SQuAD v1.1 train questions with their gold paragraphs",
+    }
+    save_concepts(
+        trainer.concepts, out, {"segment_tokens": cfg.segment_tokens, "training": {**config, **record}}
+    )
+    return record

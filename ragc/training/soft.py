@@ -1,0 +1,140 @@
+"""Shared pieces of soft-compressor training (xRAG, CompLLM).
+
+Both train a module that produces input embeddings for a frozen decoder, with prompts
+built exactly as at inference (:func:`ragc.decoding.build_prompt`), a cross-entropy on
+the target tokens and a KL self-distillation term against the same decoder reading the
+full text. Here: batch assembly with soft rows substituted (with gradients), the
+answer-position logits, the distillation loss, the learning-rate schedule and atomic,
+config-checked checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ragc.errors import InvalidArgumentError
+from ragc.types import CompressedContext
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training prompt: question, context (soft segments are placeholders), target ids."""
+
+    question: str
+    context: CompressedContext
+    target: tuple[int, ...]
+
+
+def batch_embeds(
+    dec: Any, samples: Sequence[Sample], soft_rows: Sequence[Sequence[Any]] | None = None
+) -> tuple[Any, Any, list[int]]:
+    """``(inputs_embeds (B, T, d), attention_mask (B, T), target starts)``, right-padded.
+
+    ``soft_rows[b]`` replaces the soft pieces of sample ``b`` in order (tensors ``(n, d)``
+    that may carry gradients); ``None`` keeps the placeholders (text-only contexts).
+    """
+    import torch
+
+    lm = dec.lm
+    layer = lm.get_input_embeddings()
+    device, dtype = layer.weight.device, layer.weight.dtype
+    rows, starts = [], []
+    for b, s in enumerate(samples):
+        prompt = dec.prompt(s.question, s.context)
+        replacements = iter(soft_rows[b]) if soft_rows is not None else iter(())
+        parts = []
+        for piece in prompt.pieces:
+            if piece.soft is not None:
+                row = next(replacements, None)
+                parts.append((piece.soft if row is None else row).to(device=device, dtype=dtype))
+            else:
+                parts.append(layer(torch.tensor(piece.ids, device=device)))
+        if soft_rows is not None and next(replacements, None) is not None:
+            raise InvalidArgumentError(f"sample {b}: more soft rows than soft pieces in its prompt.")
+        starts.append(sum(int(x.shape[0]) for x in parts))
+        parts.append(layer(torch.tensor(s.target, device=device)))
+        rows.append(torch.cat(parts))
+    width = max(int(r.shape[0]) for r in rows)
+    embeds = torch.zeros(len(rows), width, rows[0].shape[1], dtype=dtype, device=device)
+    mask = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    for b, r in enumerate(rows):
+        embeds[b, : r.shape[0]] = r
+        mask[b, : r.shape[0]] = 1
+    return embeds, mask, starts
+
+
+def target_logits(
+    lm: Any, embeds: Any, mask: Any, starts: Sequence[int], lengths: Sequence[int]
+) -> list[Any]:
+    """Per sample ``(len(target), V)`` fp32 logits predicting each target token."""
+    out = lm(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
+    return [out.logits[b, s - 1 : s - 1 + n].float() for b, (s, n) in enumerate(zip(starts, lengths))]
+
+
+def distill_loss(
+    student: Sequence[Any], targets: Sequence[Sequence[int]], teacher: Sequence[Any] | None, kl_weight: float
+) -> tuple[Any, dict[str, float]]:
+    """Mean cross-entropy on the targets plus ``kl_weight`` x KL(teacher || student)."""
+    import torch
+    import torch.nn.functional as F
+
+    device = student[0].device
+    ce = torch.stack(
+        [F.cross_entropy(s, torch.tensor(t, device=device)) for s, t in zip(student, targets)]
+    ).mean()
+    stats = {"ce": ce.item()}
+    if teacher is None or kl_weight == 0:
+        return ce, stats
+    kl = torch.stack(
+        [
+            F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True, reduction="batchmean")
+            for s, t in zip(student, teacher)
+        ]
+    ).mean()
+    stats["kl"] = kl.item()
+    return ce + kl_weight * kl, stats
+
+
+def cosine_schedule(lr: float, steps: int, warmup: int = 10) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``steps``."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    return f
+
+
+def load_checkpoint(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` (``None`` if absent); refuses one written with another config."""
+    import torch
+
+    if not path.is_file():
+        return None
+    ckpt: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    if ckpt.get("config") != config:
+        raise InvalidArgumentError(
+            f"{path} was written with another configuration ({ckpt.get('config')}); "
+            "delete it or use another --out to start over."
+        )
+    return ckpt
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` atomically (temp file, then rename)."""
+    import torch
+
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def last_mean(history: Sequence[dict[str, Any]], key: str, stage: int | None = None, last: int = 10) -> float:
+    """Mean of ``key`` over the last ``last`` logged steps (of ``stage``, when given)."""
+    vals = [h[key] for h in history if key in h and (stage is None or h.get("stage") == stage)][-last:]
+    return float(sum(vals) / len(vals)) if vals else float("nan")

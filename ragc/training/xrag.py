@@ -1,0 +1,273 @@
+"""Train an xRAG projector (retriever embedding -> one decoder token) on CPU.
+
+Two stages as in xRAG (Cheng et al., 2024); the retriever and the decoder stay frozen and
+only the 2-layer MLP gets gradients:
+
+1. **Reconstruction** ("paraphrase pretraining"): the decoder reads a SQuAD *train*
+   paragraph as its one projected token and is trained (cross-entropy) to write the
+   paragraph's first ``max_target_tokens`` tokens back.
+2. **QA self-distillation**: for a SQuAD *train* question, the decoder reads the gold
+   paragraph as its one token and is trained to produce the gold answer (cross-entropy)
+   and to match, token by token, the answer distribution of the same decoder reading the
+   full paragraph text (KL, weight ``kl_weight``).
+
+Every training prompt is built by :func:`ragc.decoding.build_prompt`, the function the
+decoder uses at inference, so the projector is trained in exactly the position and
+template it is used in. Dev data is never touched. Runs are seed-reproducible (data
+order, initialisation), show progress with an ETA, and checkpoint every
+``checkpoint_every`` steps to ``<out>/checkpoint.pt``; rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ragc.compressors.xrag import (
+    FORMAT,
+    decoder_shape,
+    encoder_fingerprint,
+    new_projector,
+    save_projector,
+)
+from ragc.errors import InvalidArgumentError
+from ragc.training.soft import (
+    Sample,
+    batch_embeds,
+    cosine_schedule,
+    distill_loss,
+    last_mean,
+    load_checkpoint,
+    save_checkpoint,
+    target_logits,
+)
+from ragc.types import CompressedContext, Passage, Scored, SoftSegment, TextSegment
+
+RECONSTRUCT_QUESTION = "Repeat the context word for word."
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class XRAGTrainConfig:
+    decoder: str = "qwen2.5-0.5b"
+    encoder: str = "minilm"
+    stage1_paragraphs: int = 1200
+    stage2_questions: int = 1200
+    max_target_tokens: int = 48
+    batch_size: int = 8
+    lr: float = 1e-3
+    kl_weight: float = 1.0
+    seed: int = 0
+    depth: int = 2
+    checkpoint_every: int = 25
+
+    def __post_init__(self) -> None:
+        for name in (
+            "stage1_paragraphs",
+            "stage2_questions",
+            "max_target_tokens",
+            "batch_size",
+            "checkpoint_every",
+        ):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name.startswith("stage") else 1):
+                raise InvalidArgumentError(f"{name} must be a non-negative integer, got {v!r}.")
+        if self.stage1_paragraphs + self.stage2_questions == 0:
+            raise InvalidArgumentError("nothing to train: stage1_paragraphs and stage2_questions are both 0.")
+        if not self.lr > 0 or self.kl_weight < 0:
+            raise InvalidArgumentError(f"lr must be > 0 and kl_weight >= 0, got {self.lr}, {self.kl_weight}.")
+
+
+@dataclass(frozen=True)
+class Example:
+    passage: Passage
+    question: str  # RECONSTRUCT_QUESTION in stage 1
+    target: tuple[int, ...]  # token ids the decoder must produce (then EOS)
+    stage: int
+
+
+def squad_examples(cfg: XRAGTrainConfig, tokenizer: Any) -> list[Example]:
+    """Stage-1 then stage-2 examples from SQuAD **train**, deterministic in ``cfg.seed``."""
+    from ragc.eval.datasets import load_squad
+
+    data = load_squad("train")
+    rng = random.Random(cfg.seed)
+    paragraphs = rng.sample(list(data.corpus), min(cfg.stage1_paragraphs, len(data.corpus)))
+    by_id = data.passage_index()
+    questions = rng.sample(list(data.examples), min(cfg.stage2_questions, len(data.examples)))
+    eos = tokenizer.eos_token_id
+
+    def ids(text: str, limit: int) -> tuple[int, ...]:
+        return (*tokenizer(text, add_special_tokens=False)["input_ids"][:limit], eos)
+
+    out = [Example(p, RECONSTRUCT_QUESTION, ids(p.text, cfg.max_target_tokens), 1) for p in paragraphs]
+    out += [Example(by_id[q.gold_passage_id], q.question, ids(q.answers[0], 24), 2) for q in questions]
+    return out
+
+
+class Trainer:
+    """Holds the frozen decoder, the encoder embeddings and the projector being trained."""
+
+    def __init__(self, cfg: XRAGTrainConfig, device: str | None = None) -> None:
+        import torch
+
+        from ragc.decoder import HFDecoder
+        from ragc.device import default_device
+        from ragc.models import load_sentence_encoder
+
+        self.cfg = cfg
+        self.device = device or default_device()
+        self.dec = HFDecoder(model=cfg.decoder, device=self.device)
+        self.lm = self.dec.lm
+        for p in self.lm.parameters():
+            p.requires_grad_(False)
+        self.encoder = load_sentence_encoder(cfg.encoder, self.device, "float32")
+        dim = (
+            getattr(self.encoder, "get_embedding_dimension", None)
+            or self.encoder.get_sentence_embedding_dimension
+        )
+        self.d_in = int(dim())
+        torch.manual_seed(cfg.seed)
+        self.projector = new_projector(self.d_in, self.dec.hidden_size, cfg.depth).to(self.device)
+        self.opt = torch.optim.AdamW(self.projector.parameters(), lr=cfg.lr, weight_decay=0.0)
+        self._emb: dict[str, Any] = {}
+
+    def embed(self, passages: Sequence[Passage]) -> None:
+        """Retriever embeddings (unit, fp32) of every passage, in batches."""
+        import torch
+
+        from ragc.compressors.xrag import document_text
+
+        todo = [p for p in dict.fromkeys(passages) if p.id not in self._emb]
+        for i in range(0, len(todo), 64):
+            chunk = todo[i : i + 64]
+            texts = [document_text(Scored(p, 0.0, 0)) for p in chunk]
+            emb = self.encoder.encode(texts, batch_size=64, convert_to_tensor=True)
+            emb = torch.nn.functional.normalize(emb.float(), dim=-1).cpu()
+            for p, e in zip(chunk, emb):
+                self._emb[p.id] = e
+
+    def sample(self, ex: Example, soft: bool) -> Sample:
+        """``ex`` as a prompt: the passage as one soft placeholder, or as full text."""
+        import torch
+
+        p = ex.passage
+        if soft:
+            seg: Any = SoftSegment((p.id,), torch.zeros(1, self.dec.hidden_size), self.cfg.decoder)
+        else:
+            seg = TextSegment(p.id, p.text, ((0, len(p.text)),), 0, p.title)
+        return Sample(ex.question, CompressedContext((seg,), 1, 1), ex.target)
+
+    def loss(self, examples: Sequence[Example]) -> tuple[Any, dict[str, float]]:
+        import torch
+
+        lm = self.lm
+        lengths = [len(ex.target) for ex in examples]
+        vecs = torch.stack([self._emb[ex.passage.id] for ex in examples]).to(self.device)
+        projected = self.projector(vecs)  # (B, d_model), with grad
+        embeds, mask, starts = batch_embeds(
+            self.dec,
+            [self.sample(ex, True) for ex in examples],
+            [[projected[b : b + 1]] for b in range(len(examples))],
+        )
+        student = target_logits(lm, embeds, mask, starts, lengths)
+        teacher = None
+        if self.cfg.kl_weight > 0 and examples[0].stage == 2:  # batches never mix stages
+            with torch.no_grad():
+                t_emb, t_mask, t_starts = batch_embeds(self.dec, [self.sample(ex, False) for ex in examples])
+                teacher = target_logits(lm, t_emb, t_mask, t_starts, lengths)
+        return distill_loss(student, [ex.target for ex in examples], teacher, self.cfg.kl_weight)
+
+    def meta(self, extra: dict[str, Any]) -> dict[str, Any]:
+        hidden, vocab = decoder_shape(self.cfg.decoder)
+        return {
+            "format": FORMAT,
+            "encoder": self.cfg.encoder,
+            "encoder_dim": self.d_in,
+            "encoder_fingerprint": encoder_fingerprint(self.encoder),
+            "decoder": self.cfg.decoder,
+            "decoder_hidden_size": hidden,
+            "decoder_vocab_size": vocab,
+            "depth": self.cfg.depth,
+            "training": {**asdict(self.cfg), **extra},
+        }
+
+
+def _batches(examples: list[Example], size: int, seed: int) -> list[list[Example]]:
+    """Stage 1 batches (shuffled), then stage 2 batches (shuffled); a batch never mixes stages."""
+    out: list[list[Example]] = []
+    for stage in (1, 2):
+        items = [ex for ex in examples if ex.stage == stage]
+        random.Random(f"{seed}:{stage}").shuffle(items)
+        out += [items[i : i + size] for i in range(0, len(items), size)]
+    return out
+
+
+def train_xrag(
+    out: str | Path, cfg: XRAGTrainConfig | None = None, *, device: str | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Train (or resume) a projector into ``out``; return the training record."""
+    import torch
+    from tqdm import tqdm
+
+    cfg = cfg or XRAGTrainConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg, device)
+    examples = squad_examples(cfg, trainer.dec.tokenizer)
+    trainer.embed([ex.passage for ex in examples])
+    batches = _batches(examples, cfg.batch_size, cfg.seed)
+    ckpt_path = out / CHECKPOINT
+    start, history = 0, []
+    ckpt = load_checkpoint(ckpt_path, asdict(cfg))
+    if ckpt is not None:
+        trainer.projector.load_state_dict(ckpt["projector"])
+        trainer.opt.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"])
+        start, history = ckpt["step"], ckpt["history"]
+    stage1_steps = sum(1 for b in batches if b[0].stage == 1)
+    sched = cosine_schedule(cfg.lr, len(batches))
+    trainer.projector.train()
+    bar = tqdm(
+        total=len(batches), initial=start, desc=f"xrag {cfg.decoder}", unit="step", disable=not progress
+    )
+    with bar:
+        for step in range(start, len(batches)):
+            for group in trainer.opt.param_groups:
+                group["lr"] = sched(step)
+            loss, stats = trainer.loss(batches[step])
+            trainer.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainer.projector.parameters(), 1.0)
+            trainer.opt.step()
+            history.append({"step": step, "stage": batches[step][0].stage, **stats})
+            bar.set_postfix(stage=batches[step][0].stage, **{k: f"{v:.3f}" for k, v in stats.items()})
+            bar.update(1)
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == len(batches):
+                state = {
+                    "config": asdict(cfg),
+                    "projector": trainer.projector.state_dict(),
+                    "optimizer": trainer.opt.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "step": step + 1,
+                    "history": history,
+                }
+                save_checkpoint(ckpt_path, state)
+
+    record = {
+        "steps": len(batches),
+        "stage1_steps": stage1_steps,
+        "stage1_final_ce": last_mean(history, "ce", 1),
+        "stage2_final_ce": last_mean(history, "ce", 2),
+        "stage2_final_kl": last_mean(history, "kl", 2),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "data": "SQuAD v1.1 train (stage 1: paragraphs; stage 2: questions with gold paragraphs)",
+    }
+    trainer.projector.eval()
+    save_projector(trainer.projector, trainer.meta(record), out)
+    return record

@@ -1,0 +1,194 @@
+"""CompLLM: segmentation, budgets, LoRA switching, caching, training plumbing (tiny decoder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ragc.cache import SegmentCache
+from ragc.compressors.compllm import (
+    CONFIG_FILE,
+    CompLLMCompressor,
+    CompLLMMismatchError,
+    LoRA,
+    segment_plan,
+)
+from ragc.errors import BudgetError, InvalidArgumentError, ModelNotFoundError
+from ragc.tokens import TokenCounter
+from ragc.types import Passage, Scored, SoftSegment
+
+DOCS = [
+    Passage(
+        "etna",
+        "Mount Etna is an active volcano on the east coast of Sicily. It is one of the tallest "
+        "active volcanoes in Europe, about 3,300 metres high, and has erupted for 2,700 years.",
+        "Etna",
+    ),
+    Passage("bees", "Karl von Frisch decoded the waggle dance of honeybees.", "Honeybee"),
+    Passage("empty", "", ""),
+]
+
+
+def scored(docs: list[Passage] = DOCS) -> list[Scored]:
+    return [Scored(p, 1.0 / (i + 1), i) for i, p in enumerate(docs)]
+
+
+def test_segment_plan() -> None:
+    assert segment_plan(45, 20, 0.5) == [(0, 20, 10), (20, 40, 10), (40, 45, 2)]
+    assert segment_plan(45, 20, 0.25) == [(0, 20, 5), (20, 40, 5), (40, 45, 1)]
+    assert segment_plan(3, 20, 0.1) == [(0, 3, 1)]  # at least one concept per segment
+    assert segment_plan(0, 20, 0.5) == []
+
+
+def test_lora_switches_on_and_off() -> None:
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4))
+    model[0].q_proj = nn.Linear(4, 4)  # type: ignore[assignment]
+    lin = model[0].q_proj
+    lora = LoRA(model, ["q_proj"], rank=2, alpha=4.0)
+    x = torch.randn(3, 4)
+    base = lin(x)
+    with torch.no_grad():
+        next(iter(lora.params.values()))  # A
+        list(lora.params.values())[1].fill_(0.5)  # B != 0: the adapter now changes the output
+    with lora.enabled():
+        assert not torch.allclose(lin(x), base)
+    assert torch.equal(lin(x), base)  # off again outside the context
+    with pytest.raises(InvalidArgumentError, match="no linear layers"):
+        LoRA(model, ["nope"], rank=2, alpha=4.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ragc.models import load_tokenizer
+
+    tok = load_tokenizer("smollm2-135m")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
+    out = tmp_path_factory.mktemp("tiny-llama-compllm")
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_decoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    from ragc.training.compllm import CompLLMTrainConfig, train_compllm
+
+    out = tmp_path_factory.mktemp("compllm")
+    cfg = CompLLMTrainConfig(decoder=str(tiny_decoder_dir), questions=6, batch_size=3, checkpoint_every=1)
+    return out, train_compllm(out, cfg, device="cpu", progress=False)
+
+
+def bound(weights: Path, decoder: str, cache_dir: Path, **kw: object) -> CompLLMCompressor:
+    from ragc.models import load_tokenizer
+
+    comp = CompLLMCompressor(weights=str(weights), device="cpu", dtype="float32", **kw)  # type: ignore[arg-type]
+    comp.bind(TokenCounter(load_tokenizer(decoder), decoder))
+    comp._store = SegmentCache(cache_dir)
+    return comp
+
+
+def test_training_writes_a_small_artefact(trained: tuple[Path, dict], tiny_decoder_dir: Path) -> None:
+    out, record = trained
+    meta = json.loads((out / CONFIG_FILE).read_text())
+    assert meta["decoder"] == str(tiny_decoder_dir) and meta["hidden_size"] == 32
+    assert meta["segment_tokens"] == 20 and len(meta["fingerprint"]) == 16
+    assert record["steps"] == 2 and record["final_kl"] >= 0
+    assert (out / "weights.safetensors").stat().st_size < 8 * 1024 * 1024
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.25])
+def test_concepts_per_segment_and_budget(
+    trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path, rate: float
+) -> None:
+    comp = bound(trained[0], str(tiny_decoder_dir), tmp_path)
+    counter = comp.counter
+    ctx = comp.compress(None, scored(), rate)
+    n_tokens = [counter.count(p.text) for p in DOCS]
+    expected = [sum(m for *_, m in segment_plan(n, 20, rate)) for n in n_tokens if n]
+    assert [s.passage_ids for s in ctx.segments] == [("etna",), ("bees",)]
+    assert [s.embeddings.shape for s in ctx.segments] == [(m, 32) for m in expected]  # type: ignore[union-attr]
+    assert ctx.source_tokens == sum(n_tokens)
+    assert ctx.kept_tokens == sum(expected) <= int(rate * ctx.source_tokens) + 1
+    assert all(isinstance(s, SoftSegment) for s in ctx.segments)
+
+
+def test_segments_are_cached_and_reused(
+    trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path
+) -> None:
+    comp = bound(trained[0], str(tiny_decoder_dir), tmp_path)
+    cold = comp.compress(None, scored(), 0.5)
+    n_segments = comp._store.stats.misses
+    assert n_segments >= 3 and comp._store.stats.hits == 0
+    warm = comp.compress("another question", scored(), 0.5)  # compression is query-independent
+    assert comp._store.stats.hits == n_segments
+    for a, b in zip(cold.segments, warm.segments):
+        assert torch.equal(a.embeddings, b.embeddings)  # type: ignore[union-attr]
+    # The same passage retrieved at another rank, or with others, reuses its segments.
+    comp.compress(None, scored([DOCS[1]]), 0.5)
+    assert comp._store.stats.hits == n_segments + 1
+
+
+def test_cached_equals_fresh(trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path) -> None:
+    a = bound(trained[0], str(tiny_decoder_dir), tmp_path / "a").compress(None, scored(), 0.5)
+    b = bound(trained[0], str(tiny_decoder_dir), tmp_path / "b", cache=False).compress(None, scored(), 0.5)
+    for x, y in zip(a.segments, b.segments):
+        assert torch.allclose(x.embeddings, y.embeddings, atol=1e-5)  # type: ignore[union-attr]
+
+
+def test_small_token_budget_drops_lowest_ranked_segments(
+    trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path
+) -> None:
+    comp = bound(trained[0], str(tiny_decoder_dir), tmp_path)
+    ctx = comp.compress(None, scored(), 3)
+    assert ctx.kept_tokens <= 3 and [s.passage_ids for s in ctx.segments] == [("etna",)]
+
+
+def test_decoder_reads_concepts(trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path) -> None:
+    from ragc.decoder import HFDecoder
+
+    comp = bound(trained[0], str(tiny_decoder_dir), tmp_path)
+    ctx = comp.compress(None, scored(), 0.25)
+    dec = HFDecoder(model=str(tiny_decoder_dir), device="cpu", dtype="float32", max_new_tokens=3)
+    prompt = dec.prompt("How tall is Etna?", ctx)
+    soft = [p for p in prompt.pieces if p.soft is not None]
+    assert sum(p.length for p in soft) == ctx.kept_tokens  # every concept is one input position
+    ans = dec.generate("How tall is Etna?", ctx)
+    assert ans.prompt_tokens == prompt.length and ans.timings.prefill > 0
+
+
+def test_bad_input(
+    trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path, smol_counter: TokenCounter
+) -> None:
+    comp = bound(trained[0], str(tiny_decoder_dir), tmp_path)
+    for bad in (0.0, 1.5, -2):
+        with pytest.raises(BudgetError):
+            comp.compress(None, scored(), bad)
+    assert comp.compress(None, []).segments == ()
+    assert comp.compress(None, scored([DOCS[2]])).kept_tokens == 0
+    with pytest.raises(InvalidArgumentError):
+        CompLLMCompressor(segment_tokens=1)
+    other = CompLLMCompressor(weights=str(trained[0]), device="cpu")
+    other.bind(smol_counter)
+    with pytest.raises(CompLLMMismatchError, match="trained for decoder"):
+        other.prepare()
+    missing = CompLLMCompressor(device="cpu")
+    missing.bind(TokenCounter(smol_counter.tokenizer, "no-such-decoder"))
+    with pytest.raises(ModelNotFoundError, match="No CompLLM weights are packaged"):
+        missing.prepare()

@@ -1,0 +1,235 @@
+"""xRAG: projector artefacts, pair checks, soft splicing, training plumbing (tiny decoder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ragc.cache import SegmentCache
+from ragc.compressors.xrag import (
+    CONFIG_FILE,
+    ProjectorMismatchError,
+    XRAGCompressor,
+    packaged_dir,
+)
+from ragc.errors import BudgetError, InvalidArgumentError, ModelNotFoundError
+from ragc.tokens import TokenCounter
+from ragc.types import CompressedContext, Passage, Scored, SoftSegment, TextSegment
+
+DOCS = [
+    Passage("etna", "Mount Etna is an active volcano on the east coast of Sicily.", "Mount Etna"),
+    Passage("bees", "Karl von Frisch decoded the waggle dance of honeybees.", "Honeybee"),
+    Passage("empty", "   ", ""),
+    Passage("tides", "Tides are caused mainly by the Moon's gravity.", ""),
+]
+
+
+def scored(docs: list[Passage] = DOCS) -> list[Scored]:
+    return [Scored(p, 1.0 / (i + 1), i) for i, p in enumerate(docs)]
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random Llama with SmolLM2's tokenizer, saved as a local model folder."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ragc.models import load_tokenizer
+
+    tok = load_tokenizer("smollm2-135m")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
+    out = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_decoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """Both training stages on a handful of SQuAD train items, into a projector folder."""
+    from ragc.training.xrag import XRAGTrainConfig, train_xrag
+
+    out = tmp_path_factory.mktemp("xrag")
+    cfg = XRAGTrainConfig(
+        decoder=str(tiny_decoder_dir),
+        stage1_paragraphs=6,
+        stage2_questions=6,
+        batch_size=4,
+        max_target_tokens=16,
+        checkpoint_every=2,
+    )
+    record = train_xrag(out, cfg, device="cpu", progress=False)
+    return out, record
+
+
+def bound(weights: Path | str, decoder: str, cache_dir: Path, **kw: object) -> XRAGCompressor:
+    from ragc.models import load_tokenizer
+
+    comp = XRAGCompressor(weights=str(weights), device="cpu", **kw)  # type: ignore[arg-type]
+    comp.bind(TokenCounter(load_tokenizer(decoder), decoder))
+    comp._load()
+    decoder_id, enc, proj, meta, _ = comp._state
+    comp._state = (decoder_id, enc, proj, meta, SegmentCache(cache_dir))
+    return comp
+
+
+def test_training_writes_a_tied_artefact(trained: tuple[Path, dict], tiny_decoder_dir: Path) -> None:
+    out, record = trained
+    meta = json.loads((out / CONFIG_FILE).read_text())
+    assert meta["decoder"] == str(tiny_decoder_dir) and meta["decoder_hidden_size"] == 32
+    assert meta["encoder"] == "minilm" and meta["encoder_dim"] == 384
+    assert record["steps"] == 4 and record["stage1_steps"] == 2
+    assert record["stage2_final_kl"] >= 0
+    assert (out / "weights.safetensors").stat().st_size < 8 * 1024 * 1024
+
+
+def test_one_soft_token_per_document_in_rank_order(
+    trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path
+) -> None:
+    comp = bound(trained[0], str(tiny_decoder_dir), tmp_path)
+    ctx = comp.compress("Who decoded the dance?", scored())
+    assert [s.passage_ids for s in ctx.segments] == [("etna",), ("bees",), ("tides",)]  # empty doc skipped
+    assert all(isinstance(s, SoftSegment) and s.embeddings.shape == (1, 32) for s in ctx.segments)
+    assert ctx.kept_tokens == 3 and ctx.source_tokens > 20
+    # Different documents give different tokens; the same document the same token.
+    a, b = (s.embeddings for s in ctx.segments[:2])  # type: ignore[union-attr]
+    assert not torch.allclose(a, b)
+    again = comp.compress(None, scored())
+    assert torch.equal(again.segments[0].embeddings, a)  # type: ignore[union-attr]
+    # A token budget below k keeps the best-ranked documents.
+    two = comp.compress(None, scored(), 2)
+    assert [s.passage_ids for s in two.segments] == [("etna",), ("bees",)]
+    with pytest.raises(BudgetError):
+        comp.compress(None, scored(), 1.5)
+    assert comp.compress(None, []).segments == ()
+    assert comp.compress(None, scored([DOCS[2]])).kept_tokens == 0
+
+
+def test_embeddings_go_through_the_segment_cache(
+    trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path
+) -> None:
+    comp = bound(trained[0], str(tiny_decoder_dir), tmp_path)
+    comp.compress(None, scored())
+    cache = comp._state[4]
+    assert (cache.stats.misses, cache.stats.writes) == (3, 3)
+    comp.compress(None, scored())
+    assert cache.stats.hits == 3
+
+
+def test_mixing_text_and_soft_segments_and_decoding(
+    trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path
+) -> None:
+    from ragc.decoder import HFDecoder
+
+    comp = bound(trained[0], str(tiny_decoder_dir), tmp_path, keep_text=1)
+    ctx = comp.compress("Who decoded the dance?", scored())
+    assert isinstance(ctx.segments[0], TextSegment) and ctx.segments[0].text == DOCS[0].text
+    assert [type(s) for s in ctx.segments[1:]] == [SoftSegment, SoftSegment]
+    assert ctx.kept_tokens == ctx.segments[0].tokens + 2
+    dec = HFDecoder(model=str(tiny_decoder_dir), device="cpu", dtype="float32", max_new_tokens=3)
+    prompt = dec.prompt("Who decoded the dance?", ctx)
+    soft_rows = [p.soft for p in prompt.pieces if p.soft is not None]
+    assert len(soft_rows) == 2
+    ans = dec.generate("Who decoded the dance?", ctx)
+    assert ans.prompt_tokens == prompt.length
+
+
+def test_projector_for_another_decoder_is_rejected(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    with pytest.raises(ProjectorMismatchError, match="trained for decoder"):
+        bound(trained[0], "smollm2-135m", tmp_path)
+
+
+def test_projector_for_another_encoder_is_rejected(
+    trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path
+) -> None:
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    meta = json.loads((trained[0] / CONFIG_FILE).read_text())
+    meta["encoder_fingerprint"] = "0" * 32
+    (forged / CONFIG_FILE).write_text(json.dumps(meta))
+    (forged / "weights.safetensors").write_bytes((trained[0] / "weights.safetensors").read_bytes())
+    with pytest.raises(ProjectorMismatchError, match="tied to one retriever"):
+        bound(forged, str(tiny_decoder_dir), tmp_path)
+
+
+def test_missing_weights_and_bad_arguments(tmp_path: Path, smol_counter: TokenCounter) -> None:
+    with pytest.raises(ModelNotFoundError, match="not an xRAG projector folder"):
+        comp = XRAGCompressor(weights=str(tmp_path), device="cpu")
+        comp.bind(smol_counter)
+        comp.prepare()
+    comp = XRAGCompressor(device="cpu")
+    comp.bind(TokenCounter(smol_counter.tokenizer, "no-such-decoder"))
+    with pytest.raises(
+        ModelNotFoundError, match="No xRAG projector is packaged for decoder 'no-such-decoder'"
+    ):
+        comp.prepare()
+    with pytest.raises(InvalidArgumentError):
+        XRAGCompressor(keep_text=-1)
+    with pytest.raises(BudgetError):
+        XRAGCompressor(budget=0.0)
+
+
+def test_training_resumes_from_its_checkpoint(
+    trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path
+) -> None:
+    from ragc.training.xrag import XRAGTrainConfig, train_xrag
+
+    out, record = trained
+    cfg = XRAGTrainConfig(
+        decoder=str(tiny_decoder_dir),
+        stage1_paragraphs=6,
+        stage2_questions=6,
+        batch_size=4,
+        max_target_tokens=16,
+        checkpoint_every=2,
+    )
+    again = train_xrag(out, cfg, device="cpu", progress=False)  # everything done: no new steps
+    assert again["stage1_final_ce"] == record["stage1_final_ce"]
+    other = XRAGTrainConfig(
+        decoder=str(tiny_decoder_dir), stage1_paragraphs=4, stage2_questions=0, batch_size=4
+    )
+    with pytest.raises(InvalidArgumentError, match="another configuration"):
+        train_xrag(out, other, device="cpu", progress=False)
+
+
+@pytest.mark.skipif(
+    not (packaged_dir("smollm2-135m") / CONFIG_FILE).is_file(), reason="no packaged projector"
+)
+def test_packaged_projector_carries_document_identity(
+    smollm, smol_counter: TokenCounter, tmp_path: Path
+) -> None:
+    """Real models: SmolLM2 reconstructs a document better from its own token than from another's."""
+    import torch.nn.functional as F
+
+    from ragc.training.xrag import RECONSTRUCT_QUESTION
+
+    comp = XRAGCompressor(device="cpu")
+    comp.bind(smol_counter)
+    docs = [p for p in DOCS if p.text.strip()]
+    ctx = comp.compress(None, scored(docs))
+    tokens = [s.embeddings for s in ctx.segments]  # type: ignore[union-attr]
+
+    def nll(doc: Passage, token: torch.Tensor) -> float:
+        one = CompressedContext((SoftSegment((doc.id,), token, "smollm2-135m"),), 1, 1)
+        prompt = smollm.prompt(RECONSTRUCT_QUESTION, one)
+        target = smollm.tokenizer(doc.text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+        emb = torch.cat([prompt.embed(smollm.lm), smollm.lm.get_input_embeddings()(target)])
+        with torch.no_grad():
+            logits = smollm.lm(inputs_embeds=emb[None]).logits[0, prompt.length - 1 : -1].float()
+        return float(F.cross_entropy(logits, target))
+
+    for i, doc in enumerate(docs):
+        own = nll(doc, tokens[i])
+        others = [nll(doc, t) for j, t in enumerate(tokens) if j != i]
+        assert own < min(others), (doc.id, own, others)
