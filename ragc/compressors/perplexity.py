@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -140,6 +140,11 @@ class PerplexityCompressor(TokenScoringCompressor):
         batch_size: LM rows (passage windows) per forward pass.
         max_length: passage tokens per window (the condition prefix comes on top).
         overlap: passage tokens a window repeats from the one before, as context only.
+        cache: ``"off"``; ``"on"`` reuses each passage's word scores through the
+            :class:`~ragc.cache.SegmentCache` (keyed by passage text, scorer settings, LM and,
+            for the contrastive scorer, the question), so a passage retrieved again, or
+            compressed again at another rate, costs no LM pass; ``"refresh"`` always scores
+            and overwrites the cached scores (a cold run that fills the cache).
     """
 
     name: ClassVar[str] = "perplexity"
@@ -150,9 +155,13 @@ class PerplexityCompressor(TokenScoringCompressor):
     batch_size: int = 4
     max_length: int = 1024
     overlap: int = 128
+    cache: Literal["off", "on", "refresh"] = "off"
+    _store: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.cache not in ("off", "on", "refresh"):
+            raise InvalidArgumentError(f"cache must be 'off', 'on' or 'refresh', got {self.cache!r}.")
         if self.pooling not in ("max", "mean", "sum"):
             raise InvalidArgumentError(f"pooling must be 'max', 'mean' or 'sum', got {self.pooling!r}.")
         if self.batch_size < 1:
@@ -188,7 +197,43 @@ class PerplexityCompressor(TokenScoringCompressor):
     def score_words(
         self, query: str | None, passages: Sequence[Scored], words: Sequence[Words]
     ) -> list[np.ndarray]:
-        return self.score_texts([w.text for w in words], [w.spans for w in words], [query] * len(words))
+        if self.cache == "off":
+            return self.score_texts([w.text for w in words], [w.spans for w in words], [query] * len(words))
+        import torch
+
+        from ragc.cache import segment_key
+
+        store = self._segment_cache()
+        settings = {
+            "pooling": self.pooling,
+            "max_length": self.max_length,
+            "overlap": self.overlap,
+            "dtype": self.dtype,
+            "question": query if self.needs_query else None,
+        }
+        keys = [segment_key(w.text, self.name, settings, {"lm": self.model}) for w in words]
+
+        def compute(missing: list[int]) -> list[dict[str, Any]]:
+            texts = [words[i].text for i in missing]
+            spans = [words[i].spans for i in missing]
+            scores = self.score_texts(texts, spans, [query] * len(missing))
+            return [{"scores": torch.from_numpy(np.ascontiguousarray(s, dtype=np.float32))} for s in scores]
+
+        if self.cache == "refresh":
+            fresh = compute(list(range(len(words))))
+            for key, value in zip(keys, fresh):
+                store.put(key, value)
+            rows = fresh
+        else:
+            rows = store.get_or_compute_many(keys, compute)
+        return [r["scores"].numpy().astype(np.float64) for r in rows]
+
+    def _segment_cache(self) -> Any:
+        from ragc.cache import SegmentCache
+
+        if self._store is None:
+            self._store = SegmentCache()
+        return self._store
 
     def score_texts(
         self, texts: Sequence[str], spans: Sequence[np.ndarray], questions: Sequence[str | None]

@@ -147,9 +147,10 @@ def build_labels(
             seen.add(item[0])  # duplicates within ``examples`` are labelled once
             todo.append(item)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("a", encoding="utf-8") as f, tqdm(
-        total=len(todo), desc="teacher labels", unit="para", disable=not progress
-    ) as bar:
+    with (
+        out.open("a", encoding="utf-8") as f,
+        tqdm(total=len(todo), desc="teacher labels", unit="para", disable=not progress) as bar,
+    ):
         for i in range(0, len(todo), chunk):
             batch = todo[i : i + chunk]
             for row in _rows(batch, teacher, keep_rate):
@@ -171,3 +172,172 @@ def read_labels(path: Path) -> list[LabelRow]:
                     f"{path}:{n} is not valid JSON ({e}); rebuild it with build_labels (it resumes)."
                 ) from e
     return rows
+
+
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "from",
+        "by",
+        "with",
+        "and",
+        "or",
+        "but",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "as",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "what",
+        "when",
+        "where",
+        "why",
+        "how",
+        "did",
+        "do",
+        "does",
+        "done",
+        "has",
+        "have",
+        "had",
+        "not",
+        "no",
+        "than",
+        "then",
+        "there",
+        "their",
+        "they",
+        "them",
+        "he",
+        "she",
+        "his",
+        "her",
+        "him",
+        "i",
+        "you",
+        "we",
+        "our",
+        "your",
+        "my",
+        "me",
+        "us",
+        "also",
+        "into",
+        "over",
+        "under",
+        "about",
+        "after",
+        "before",
+        "during",
+        "between",
+        "while",
+        "if",
+        "so",
+        "such",
+        "can",
+        "could",
+        "would",
+        "should",
+        "will",
+        "may",
+        "might",
+        "must",
+    ]
+)
+
+
+def _norm(word: str) -> str:
+    return "".join(ch for ch in word.lower() if ch.isalnum())
+
+
+def qa_boost(
+    row: LabelRow,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    *,
+    keep_rate: float,
+    answer_bonus: float = 2.0,
+    question_bonus: float = 1.0,
+) -> LabelRow:
+    """Relabel ``row`` from its teacher scores plus the paragraph's SQuAD train annotations.
+
+    A word's score is its teacher score standardised over the paragraph, ``+ answer_bonus``
+    if it lies inside any gold answer of any question on the paragraph, ``+
+    question_bonus`` if a question uses it (stopwords aside). The top ``keep_rate``
+    fraction is labelled keep. The student stays task-agnostic (it never sees a question)
+    but learns which words questions tend to ask about (names, numbers, dates, the
+    content words around them), not only which ones surprise the teacher.
+    """
+    text = row["text"]
+    spans = np.asarray(row["words"], dtype=np.int64).reshape(-1, 2)
+    scores = np.asarray(row["scores"], dtype=np.float64)
+    z = (scores - scores.mean()) / (scores.std() + 1e-6) if len(scores) else scores
+    in_answer = np.zeros(len(spans), dtype=bool)
+    for ans in dict.fromkeys(a.strip() for a in answers if a.strip()):
+        start = text.find(ans)
+        while start != -1:
+            end = start + len(ans)
+            in_answer |= (spans[:, 0] < end) & (spans[:, 1] > start)
+            start = text.find(ans, start + 1)
+    asked = {_norm(w) for q in questions for w in q.split()} - _STOP - {""}
+    in_question = np.array([_norm(text[a:b]) in asked for a, b in spans], dtype=bool)
+    boosted = z + answer_bonus * in_answer + question_bonus * in_question
+    return LabelRow(
+        id=row["id"],
+        text=text,
+        question=row["question"],
+        words=row["words"],
+        scores=np.round(boosted, 4).tolist(),
+        labels=top_fraction(boosted, keep_rate).tolist(),
+    )
+
+
+def squad_qa_relabel(rows: Sequence[LabelRow], *, keep_rate: float = 0.4) -> list[LabelRow]:
+    """:func:`qa_boost` every row with all SQuAD **train** questions and answers of its paragraph."""
+    from ragc.eval.datasets import load_squad
+
+    data = load_squad("train")
+    qs: dict[str, list[str]] = {}
+    ans: dict[str, list[str]] = {}
+    for ex in data.examples:
+        qs.setdefault(ex.gold_passage_id, []).append(ex.question)
+        ans.setdefault(ex.gold_passage_id, []).extend(ex.answers)
+    missing = [r["id"] for r in rows if r["id"] not in qs]
+    if missing:
+        raise InvalidArgumentError(
+            f"{len(missing)} labelled rows are not SQuAD train paragraphs (e.g. {missing[0]!r}); "
+            "--qa-boost needs labels built from SQuAD train."
+        )
+    return [qa_boost(r, qs[r["id"]], ans[r["id"]], keep_rate=keep_rate) for r in rows]
+
+
+def write_labels(rows: Sequence[LabelRow], path: Path) -> Path:
+    """Write ``rows`` as a labels JSONL (atomically: temp file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path

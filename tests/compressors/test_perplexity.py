@@ -114,7 +114,33 @@ def test_budget_through_compress(self_info: PerplexityCompressor, smol_counter: 
     assert "Quexington" in kept
 
 
+def test_cached_scores_are_reused_across_rates(smol_counter: TokenCounter, tmp_path: Path) -> None:
+    from ragc.cache import SegmentCache
+
+    passages = [Scored(Passage(f"p{i}", t), 1.0, i) for i, t in enumerate((ENGINEER, CAPITAL, LONG))]
+    plain = PerplexityCompressor(**SMOL)  # type: ignore[arg-type]
+    cached = PerplexityCompressor(**SMOL, cache="on")  # type: ignore[arg-type]
+    cached._store = SegmentCache(tmp_path)
+    for comp in (plain, cached):
+        comp.bind(smol_counter)
+    calls = []
+    real = cached.score_texts
+    cached.score_texts = lambda *a: calls.append(len(a[0])) or real(*a)  # type: ignore[method-assign]
+    for rate in (0.5, 0.3):
+        a, b = plain.compress(None, passages, rate), cached.compress(None, passages, rate)
+        assert [s.text for s in a.segments] == [s.text for s in b.segments]  # same selection
+    assert calls == [3]  # the second rate scored nothing: all three passages hit the cache
+    assert cached._store.stats.hits == 3
+    refresh = PerplexityCompressor(**SMOL, cache="refresh")  # type: ignore[arg-type]
+    refresh._store = cached._store
+    refresh.bind(smol_counter)
+    refresh.compress(None, passages, 0.5)
+    assert cached._store.stats.hits == 3 and cached._store.stats.writes == 6
+
+
 def test_invalid_fields() -> None:
+    with pytest.raises(InvalidArgumentError, match="cache"):
+        PerplexityCompressor(cache="yes")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="pooling"):
         PerplexityCompressor(pooling="median")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="overlap"):
