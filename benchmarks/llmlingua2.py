@@ -42,7 +42,7 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 
 
-def specs(n: int, seed: int, decoder: str) -> list[EvalSpec]:
+def specs(n: int, seed: int, decoder: str, cache_dir: str) -> list[EvalSpec]:
     def spec(name: str, compressor: dict[str, Any], retriever: str = "hybrid") -> EvalSpec:
         cfg = {"retriever": {"name": retriever}, "compressor": compressor,
                "decoder": {"name": "hf", "model": decoder}, "k": 5}
@@ -55,7 +55,7 @@ def specs(n: int, seed: int, decoder: str) -> list[EvalSpec]:
             if method == "perplexity":
                 # The teacher's word scores do not depend on the rate: the first rate scores
                 # every passage cold and fills the segment cache ("refresh"), the others reuse it.
-                extra = {"cache": "refresh" if rate == RATES[0] else "on"}
+                extra = {"cache": "refresh" if rate == RATES[0] else "on", "cache_dir": cache_dir}
             out.append(spec(f"{method}@{rate:g}", {**params, **extra, "budget": rate}))
     chain = {"name": "chain", "budget": 0.33, "expand": CHAIN_EXPAND,
              "stages": [{"name": "sentences"}, {"name": "llmlingua2"}]}
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--only", default="", help="comma-separated run names (default: all)")
     args = p.parse_args(argv)
-    all_specs = specs(args.n, args.seed, args.decoder)
+    all_specs = specs(args.n, args.seed, args.decoder, str(args.runs / "segments"))
     names = [s.name for s in all_specs] + ["gold-oracle"]
     only = [x.strip() for x in args.only.split(",") if x.strip()] or names
     if unknown := sorted(set(only) - set(names)):

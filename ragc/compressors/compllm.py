@@ -56,7 +56,8 @@ def weights_dir(weights: str, decoder: str) -> Path:
     if weights == "packaged":
         shipped = sorted(p.name for p in packaged_dir("x").parent.glob("*") if (p / CONFIG_FILE).is_file())
         raise ModelNotFoundError(
-            f"No CompLLM weights are packaged for decoder {decoder!r} (packaged: {', '.join(shipped) or 'none'}). "
+            f"No CompLLM weights are packaged for decoder {decoder!r} "
+            f"(packaged: {', '.join(shipped) or 'none'}). "
             f"Train them with `ragc train compllm --decoder {decoder} --out DIR` and pass weights=DIR."
         )
     raise ModelNotFoundError(
@@ -322,7 +323,8 @@ class CompLLMCompressor(Compressor):
         segment_tokens: maximum segment length in decoder tokens (the paper uses ~20).
         weights: ``"packaged"`` (shipped for the bound decoder) or a folder from ``ragc train compllm``.
         device / dtype: where the compressor (a copy of the decoder + LoRA) runs.
-        cache: reuse compressed segments through ``$RAGC_CACHE/segments``.
+        cache: reuse compressed segments through the segment cache.
+        cache_dir: segment cache directory (default ``$RAGC_CACHE/segments``).
         batch_size: segments per forward.
     """
 
@@ -334,6 +336,7 @@ class CompLLMCompressor(Compressor):
     device: str | None = None
     dtype: str = "auto"
     cache: bool = True
+    cache_dir: str | None = None
     batch_size: int = 64
     _store: Any = field(default=None, init=False, repr=False)
 
@@ -367,7 +370,7 @@ class CompLLMCompressor(Compressor):
         from ragc.cache import SegmentCache
 
         if self._store is None:
-            self._store = SegmentCache(enabled=self.cache)
+            self._store = SegmentCache(self.cache_dir, enabled=self.cache)
         return self._store
 
     def compress(

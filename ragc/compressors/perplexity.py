@@ -145,6 +145,7 @@ class PerplexityCompressor(TokenScoringCompressor):
             for the contrastive scorer, the question), so a passage retrieved again, or
             compressed again at another rate, costs no LM pass; ``"refresh"`` always scores
             and overwrites the cached scores (a cold run that fills the cache).
+        cache_dir: segment cache directory (default ``$RAGC_CACHE/segments``).
     """
 
     name: ClassVar[str] = "perplexity"
@@ -156,6 +157,7 @@ class PerplexityCompressor(TokenScoringCompressor):
     max_length: int = 1024
     overlap: int = 128
     cache: Literal["off", "on", "refresh"] = "off"
+    cache_dir: str | None = None
     _store: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -232,7 +234,7 @@ class PerplexityCompressor(TokenScoringCompressor):
         from ragc.cache import SegmentCache
 
         if self._store is None:
-            self._store = SegmentCache()
+            self._store = SegmentCache(self.cache_dir)
         return self._store
 
     def score_texts(

@@ -198,7 +198,8 @@ class XRAGCompressor(Compressor):
         keep_text: the best ``keep_text`` documents stay verbatim text (mixing xRAG tokens
             with text); the rest become one token each.
         device / dtype: where the encoder and projector run (``None`` = run-time default).
-        cache: reuse document embeddings through the segment cache (``$RAGC_CACHE/segments``).
+        cache: reuse document embeddings through the segment cache.
+        cache_dir: segment cache directory (default ``$RAGC_CACHE/segments``).
     """
 
     name: ClassVar[str] = "xrag"
@@ -210,6 +211,7 @@ class XRAGCompressor(Compressor):
     device: str | None = None
     dtype: str = "auto"
     cache: bool = True
+    cache_dir: str | None = None
     _state: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -243,7 +245,7 @@ class XRAGCompressor(Compressor):
         check_artefact(
             meta, encoder=self.encoder, encoder_fp=encoder_fingerprint(enc), decoder=decoder, where=folder
         )
-        cache = SegmentCache(enabled=self.cache)
+        cache = SegmentCache(self.cache_dir, enabled=self.cache)
         self._state = (decoder, enc, proj.to(device), meta, cache)
         return self._state
 
