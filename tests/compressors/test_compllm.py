@@ -192,3 +192,33 @@ def test_bad_input(
     missing.bind(TokenCounter(smol_counter.tokenizer, "no-such-decoder"))
     with pytest.raises(ModelNotFoundError, match="No CompLLM weights are packaged"):
         missing.prepare()
+
+
+def test_unwritable_cache_is_bypassed_and_compression_still_answers(
+    trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path
+) -> None:
+    from ragc.cache import CacheWarning
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    comp = bound(trained[0], str(tiny_decoder_dir), blocker / "segments")
+    with pytest.warns(CacheWarning, match="not writable"):
+        ctx = comp.compress(None, scored(), 0.5)
+    assert ctx.kept_tokens > 0 and comp._store.stats.write_errors == 1
+    assert comp.compress(None, scored(), 0.5).kept_tokens == ctx.kept_tokens  # still works, uncached
+
+
+def test_corrupted_segment_is_recomputed_identically(
+    trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path
+) -> None:
+    from ragc.cache import CacheWarning
+
+    comp = bound(trained[0], str(tiny_decoder_dir), tmp_path)
+    first = comp.compress(None, scored(), 0.5)
+    victim = next(tmp_path.rglob("*.seg"))
+    victim.write_bytes(victim.read_bytes()[:-5])  # truncated entry
+    with pytest.warns(CacheWarning, match="corrupted"):
+        again = comp.compress(None, scored(), 0.5)
+    assert comp._store.stats.corrupt == 1
+    for a, b in zip(first.segments, again.segments):
+        assert torch.allclose(a.embeddings, b.embeddings, atol=1e-6)  # type: ignore[union-attr]
