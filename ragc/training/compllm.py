@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ragc.compressors.compllm import Concepts, new_concepts, save_concepts, segment_plan
+from ragc.compressors.compllm import segment_plan
+from ragc.compressors.concept_encoder import Concepts, new_concepts, save_concepts
 from ragc.errors import InvalidArgumentError
 from ragc.training.soft import (
     Sample,

@@ -9,13 +9,8 @@ import pytest
 import torch
 
 from ragc.cache import SegmentCache
-from ragc.compressors.compllm import (
-    CONFIG_FILE,
-    CompLLMCompressor,
-    CompLLMMismatchError,
-    LoRA,
-    segment_plan,
-)
+from ragc.compressors.compllm import CompLLMCompressor, segment_plan
+from ragc.compressors.concept_encoder import CONFIG_FILE, CompLLMMismatchError, LoRA
 from ragc.errors import BudgetError, InvalidArgumentError, ModelNotFoundError
 from ragc.tokens import TokenCounter
 from ragc.types import Passage, Scored, SoftSegment

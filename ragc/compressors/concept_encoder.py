@@ -1,0 +1,236 @@
+"""CompLLM's concept encoder: the decoder + a switchable LoRA + a linear head.
+
+The compressor half of CompLLM (see :mod:`ragc.compressors.compllm`): it reads a segment
+followed by placeholder tokens with the LoRA on, and the head maps the placeholders' final
+hidden states to concept embeddings in the decoder's input-embedding space. With the LoRA
+off, the same model instance is the plain decoder (training uses that to distil).
+
+Artefact: ``config.json`` (``format`` ``"ragc-compllm/1"``, ``decoder``, sizes, LoRA
+rank/alpha/targets, ``fingerprint``, training record) and ``weights.safetensors`` (LoRA A/B
+and head, fp16).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ragc.errors import InvalidArgumentError, ModelIntegrityError
+
+FORMAT = "ragc-compllm/1"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+class CompLLMMismatchError(ModelIntegrityError):
+    """CompLLM weights were trained for another decoder."""
+
+
+class LoRA:
+    """Low-rank adapters on named linear layers of a model, active only inside ``enabled()``.
+
+    ``with lora.enabled(): ...`` installs one forward hook per target ``nn.Linear`` so that
+    ``y = W x + b + s * B(A(x))`` and removes the hooks in ``finally``; outside it the model
+    is untouched, so one model instance is both the compressor (LoRA on) and the decoder.
+    """
+
+    def __init__(self, model: Any, targets: Sequence[str], rank: int, alpha: float) -> None:
+        import torch
+        from torch import nn
+
+        if rank < 1:
+            raise InvalidArgumentError(f"LoRA rank must be >= 1, got {rank}.")
+        self.rank, self.alpha, self.targets = rank, alpha, tuple(targets)
+        self.scale = alpha / rank
+        self.params = nn.ParameterDict()
+        self._modules: list[tuple[Any, str]] = []
+        for name, module in list(model.named_modules()):
+            if not (isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in self.targets):
+                continue
+            key = name.replace(".", "__")
+            a = nn.Parameter(torch.empty(rank, module.in_features, device=module.weight.device))
+            nn.init.kaiming_uniform_(a, a=5**0.5)
+            b = nn.Parameter(torch.zeros(module.out_features, rank, device=module.weight.device))
+            self.params[f"{key}__A"], self.params[f"{key}__B"] = a, b
+            self._modules.append((module, key))
+        if not self._modules:
+            raise InvalidArgumentError(f"no linear layers named {self.targets} in the model.")
+
+    def _hook(self, key: str) -> Any:
+        a, b, scale = self.params[f"{key}__A"], self.params[f"{key}__B"], self.scale
+
+        def hook(mod: Any, inputs: Any, output: Any) -> Any:
+            x = inputs[0]
+            return output + (x.to(a.dtype) @ a.t() @ b.t() * scale).to(output.dtype)
+
+        return hook
+
+    @contextlib.contextmanager
+    def enabled(self) -> Iterator[None]:
+        handles = [module.register_forward_hook(self._hook(key)) for module, key in self._modules]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+
+def new_head(d_model: int) -> Any:
+    from torch import nn
+
+    return nn.Linear(d_model, d_model)
+
+
+def fingerprint(state: dict[str, Any]) -> str:
+    """Short hash of the trained tensors (part of every cache key)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().float().cpu().reshape(-1)
+        h.update(k.encode())
+        h.update(t[:: max(1, t.numel() // 512)].numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass(eq=False)
+class Concepts:
+    """The compressor half: decoder + LoRA + head; ``meta`` is the artefact config."""
+
+    lm: Any
+    lora: LoRA
+    head: Any
+    meta: dict[str, Any]
+    placeholder: int
+
+    def trained_state(self) -> dict[str, Any]:
+        state = {f"lora.{k}": v for k, v in self.lora.params.items()}
+        state.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
+        return state
+
+    def compress_ids(self, segments: Sequence[Sequence[int]], counts: Sequence[int]) -> list[Any]:
+        """Concept embeddings ``(counts[i], d_model)`` of each token-id segment (one forward).
+
+        Segments are right-padded to a common length; each row is ``segment ids +
+        counts[i] placeholders`` and the head reads the placeholders' final hidden states.
+        Gradients flow when called outside ``inference_mode`` (training).
+        """
+        import torch
+
+        device = self.lm.get_input_embeddings().weight.device
+        width = max(len(s) + c for s, c in zip(segments, counts))
+        ids = torch.full((len(segments), width), self.placeholder, dtype=torch.long)
+        mask = torch.zeros(len(segments), width, dtype=torch.long)
+        for i, (s, c) in enumerate(zip(segments, counts)):
+            ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+            mask[i, : len(s) + c] = 1
+        with self.lora.enabled():
+            hidden = self.lm.base_model(
+                input_ids=ids.to(device), attention_mask=mask.to(device)
+            ).last_hidden_state
+        out = []
+        for i, (s, c) in enumerate(zip(segments, counts)):
+            out.append(self.head(hidden[i, len(s) : len(s) + c].to(self.head.weight.dtype)))
+        return out
+
+
+def new_concepts(
+    lm: Any,
+    tokenizer: Any,
+    decoder: str,
+    rank: int = 8,
+    alpha: float = 16.0,
+    targets: Sequence[str] = ("q_proj", "v_proj"),
+) -> Concepts:
+    """Fresh LoRA (B = 0) and an identity-initialised head on ``lm`` (for training)."""
+    import torch
+
+    d = int(lm.config.hidden_size)
+    lora = LoRA(lm, targets, rank, alpha)
+    head = new_head(d).to(lm.get_input_embeddings().weight.device)
+    with torch.no_grad():
+        # Final hidden states are RMS-normalised, token embeddings are much smaller: start
+        # the head as a scaled identity that maps one scale onto the other.
+        emb = lm.get_input_embeddings().weight.float()
+        norm = getattr(lm.base_model, "norm", None)
+        gain = (
+            float(norm.weight.float().abs().mean()) if norm is not None and hasattr(norm, "weight") else 1.0
+        )
+        scale = float(emb.pow(2).mean().sqrt()) / gain
+        head.weight.copy_(torch.eye(d) * scale)
+        head.bias.zero_()
+    meta = {
+        "format": FORMAT,
+        "decoder": decoder,
+        "hidden_size": d,
+        "vocab_size": int(lm.config.vocab_size),
+        "lora_rank": rank,
+        "lora_alpha": alpha,
+        "lora_targets": list(targets),
+    }
+    return Concepts(lm, lora, head, meta, _placeholder_id(tokenizer))
+
+
+def _placeholder_id(tokenizer: Any) -> int:
+    pid = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
+    if pid is None:
+        raise InvalidArgumentError("the decoder tokenizer has no EOS or PAD token to use as placeholder.")
+    return int(pid)
+
+
+def save_concepts(c: Concepts, out_dir: str | Path, extra: dict[str, Any]) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in c.trained_state().items()}
+    tmp = out / f".{WEIGHTS_FILE}.tmp"
+    save_file(state, str(tmp))
+    tmp.replace(out / WEIGHTS_FILE)
+    meta = {**c.meta, **extra, "fingerprint": fingerprint(state)}
+    (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def load_concepts(folder: Path, decoder: str, device: str, dtype: Any) -> Concepts:
+    """Load an artefact onto a fresh copy of ``decoder`` (checked against the artefact)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from ragc.models import load_causal_lm, load_tokenizer
+
+    meta = json.loads((folder / CONFIG_FILE).read_text("utf-8"))
+    if meta.get("format") != FORMAT:
+        raise CompLLMMismatchError(f"{folder} has format {meta.get('format')!r}, expected {FORMAT!r}.")
+    if meta["decoder"] != decoder:
+        raise CompLLMMismatchError(
+            f"The CompLLM weights in {folder} were trained for decoder {meta['decoder']!r}, but the "
+            f"pipeline's decoder is {decoder!r}. Use weights='packaged' or train with "
+            f"`ragc train compllm --decoder {decoder}`."
+        )
+    lm = load_causal_lm(decoder, device, dtype)
+    for p in lm.parameters():
+        p.requires_grad_(False)
+    if (int(lm.config.hidden_size), int(lm.config.vocab_size)) != (meta["hidden_size"], meta["vocab_size"]):
+        raise CompLLMMismatchError(
+            f"{folder} expects hidden size {meta['hidden_size']} and vocabulary {meta['vocab_size']}; "
+            f"{decoder!r} has {lm.config.hidden_size} and {lm.config.vocab_size}."
+        )
+    c = new_concepts(
+        lm, load_tokenizer(decoder), decoder, meta["lora_rank"], meta["lora_alpha"], meta["lora_targets"]
+    )
+    state = load_file(str(folder / WEIGHTS_FILE))
+    try:
+        with torch.no_grad():
+            for k, v in c.lora.params.items():
+                v.copy_(state[f"lora.{k}"])
+            c.head.load_state_dict({k[5:]: v.float() for k, v in state.items() if k.startswith("head.")})
+    except (KeyError, RuntimeError) as e:
+        raise ModelIntegrityError(f"{folder / WEIGHTS_FILE} does not match its config: {e}") from e
+    c.head.to(device=device, dtype=torch.float32)
+    c.meta = meta
+    return c
