@@ -7,7 +7,7 @@ place of the paragraph, in the exact inference prompt, and is trained to produce
 gold answer (cross-entropy) and to match the answer distribution of the same decoder
 reading the full paragraph text (KL, weight ``kl_weight``), as in CompLLM. Rates are
 cycled over ``rates`` (one artefact serves 2x and 4x). Only the LoRA matrices and the
-head get gradients. Seed-reproducible, progress with ETA, resumable checkpoints in
+head get gradients. Seed-reproducible, progress with ETA; an interrupted run resumes from
 ``<out>/checkpoint.pt``.
 """
 
@@ -197,7 +197,7 @@ def train_compllm(
             history.append({"step": step, **stats})
             bar.set_postfix(**{k: f"{v:.3f}" for k, v in stats.items()})
             bar.update(1)
-            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == len(batches):
+            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < len(batches):
                 save_checkpoint(
                     ckpt_path,
                     {
@@ -220,4 +220,5 @@ def train_compllm(
     save_concepts(
         trainer.concepts, out, {"segment_tokens": cfg.segment_tokens, "training": {**config, **record}}
     )
+    ckpt_path.unlink(missing_ok=True)  # the artefact folder holds only what ships
     return record

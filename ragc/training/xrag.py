@@ -15,7 +15,8 @@ Every training prompt is built by :func:`ragc.decoding.build_prompt`, the functi
 decoder uses at inference, so the projector is trained in exactly the position and
 template it is used in. Dev data is never touched. Runs are seed-reproducible (data
 order, initialisation), show progress with an ETA, and checkpoint every
-``checkpoint_every`` steps to ``<out>/checkpoint.pt``; rerunning the same command resumes.
+``checkpoint_every`` steps to ``<out>/checkpoint.pt``; rerunning an interrupted command resumes
+there, and the checkpoint is deleted once the artefact is written.
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ def train_xrag(
             history.append({"step": step, "stage": batches[step][0].stage, **stats})
             bar.set_postfix(stage=batches[step][0].stage, **{k: f"{v:.3f}" for k, v in stats.items()})
             bar.update(1)
-            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == len(batches):
+            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < len(batches):
                 state = {
                     "config": asdict(cfg),
                     "projector": trainer.projector.state_dict(),
@@ -270,4 +271,5 @@ def train_xrag(
     }
     trainer.projector.eval()
     save_projector(trainer.projector, trainer.meta(record), out)
+    ckpt_path.unlink(missing_ok=True)  # the artefact folder holds only what ships
     return record

@@ -217,3 +217,31 @@ def test_corrupted_segment_is_recomputed_identically(
     assert comp._store.stats.corrupt == 1
     for a, b in zip(first.segments, again.segments):
         assert torch.allclose(a.embeddings, b.embeddings, atol=1e-6)  # type: ignore[union-attr]
+
+
+def test_interrupted_training_resumes_to_the_same_weights(
+    trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import load_file
+
+    from ragc.training import compllm as tc
+
+    out, _ = trained
+    assert not (out / tc.CHECKPOINT).exists()
+    cfg = tc.CompLLMTrainConfig(decoder=str(tiny_decoder_dir), questions=6, batch_size=3, checkpoint_every=1)
+    real, calls = tc.Trainer.loss, []
+
+    def crash_on_second(self: tc.Trainer, batch: list) -> tuple:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(tc.Trainer, "loss", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        tc.train_compllm(tmp_path, cfg, device="cpu", progress=False)
+    assert (tmp_path / tc.CHECKPOINT).is_file()
+    monkeypatch.setattr(tc.Trainer, "loss", real)
+    tc.train_compllm(tmp_path, cfg, device="cpu", progress=False)
+    a, b = load_file(str(out / "weights.safetensors")), load_file(str(tmp_path / "weights.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)

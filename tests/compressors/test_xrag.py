@@ -180,27 +180,38 @@ def test_missing_weights_and_bad_arguments(tmp_path: Path, smol_counter: TokenCo
         XRAGCompressor(budget=0.0)
 
 
-def test_training_resumes_from_its_checkpoint(
-    trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path
+def test_interrupted_training_resumes_to_the_same_weights(
+    trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ragc.training.xrag import XRAGTrainConfig, train_xrag
+    from safetensors.torch import load_file
 
-    out, record = trained
-    cfg = XRAGTrainConfig(
-        decoder=str(tiny_decoder_dir),
-        stage1_paragraphs=6,
-        stage2_questions=6,
-        batch_size=4,
-        max_target_tokens=16,
-        checkpoint_every=2,
+    from ragc.training import xrag as tx
+
+    out, _ = trained
+    assert not (out / tx.CHECKPOINT).exists()  # a finished run leaves only the artefact
+    cfg = tx.XRAGTrainConfig(
+        decoder=str(tiny_decoder_dir), stage1_paragraphs=6, stage2_questions=6, batch_size=4,
+        max_target_tokens=16, checkpoint_every=2,
     )
-    again = train_xrag(out, cfg, device="cpu", progress=False)  # everything done: no new steps
-    assert again["stage1_final_ce"] == record["stage1_final_ce"]
-    other = XRAGTrainConfig(
-        decoder=str(tiny_decoder_dir), stage1_paragraphs=4, stage2_questions=0, batch_size=4
-    )
+    real, calls = tx.Trainer.loss, []
+
+    def crash_on_third(self: tx.Trainer, batch: list) -> tuple:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed after two steps (one checkpoint written)
+        return real(self, batch)
+
+    monkeypatch.setattr(tx.Trainer, "loss", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        tx.train_xrag(tmp_path, cfg, device="cpu", progress=False)
+    assert (tmp_path / tx.CHECKPOINT).is_file()
+    other = tx.XRAGTrainConfig(decoder=str(tiny_decoder_dir), stage1_paragraphs=4, stage2_questions=0)
     with pytest.raises(InvalidArgumentError, match="another configuration"):
-        train_xrag(out, other, device="cpu", progress=False)
+        tx.train_xrag(tmp_path, other, device="cpu", progress=False)
+    monkeypatch.setattr(tx.Trainer, "loss", real)
+    tx.train_xrag(tmp_path, cfg, device="cpu", progress=False)  # resumes at step 2
+    a, b = load_file(str(out / "weights.safetensors")), load_file(str(tmp_path / "weights.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
 
 
 @pytest.mark.skipif(
