@@ -32,30 +32,6 @@ def scored(docs: list[Passage] = DOCS) -> list[Scored]:
 
 
 @pytest.fixture(scope="module")
-def tiny_decoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer random Llama with SmolLM2's tokenizer, saved as a local model folder."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from ragc.models import load_tokenizer
-
-    tok = load_tokenizer("smollm2-135m")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-    )
-    out = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def trained(tiny_decoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """Both training stages on a handful of SQuAD train items, into a projector folder."""
     from ragc.training.xrag import XRAGTrainConfig, train_xrag
