@@ -16,6 +16,9 @@ questions arrive (streaming), and the same questions again with the cache warm. 
 compression time per question, hit rate and bytes on disk.
 
 Writes ``benchmarks/results/soft.md`` (+ ``soft.png``). Runs resume under ``runs/soft``.
+``--import-run rag-k5=runs/llmlingua2/uncompressed`` takes a run's rows from another
+benchmark's run of the *identical* spec (same pipeline, dataset, questions, seed and
+corpus; checked) instead of answering the questions again; the report says so.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import json
 import random
 import shlex
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -83,6 +87,23 @@ def reuse_specs(n: int, decoder: str, runs: Path) -> list[EvalSpec]:
     return [EvalSpec(name, {**base, "compressor": c}, "squad-dev", n, 0, (1, 5)) for name, c in cfgs]
 
 
+def import_run(spec: EvalSpec, source: Path, target: Path) -> None:
+    """Seed ``target`` with the answered rows of ``source``, a run of the same spec under another name."""
+    src = json.loads((source / "spec.json").read_text("utf-8"))
+    mine = {k: v for k, v in spec.to_dict().items() if k != "name"}
+    theirs = {k: v for k, v in src.get("spec", {}).items() if k != "name"}
+    if mine != theirs or not (source / PREDICTIONS_FILE).is_file():
+        raise SystemExit(f"--import-run: {source} is not a finished run of the spec of {spec.name!r}.")
+    if (target / PREDICTIONS_FILE).is_file():
+        return  # already imported (or answered here)
+    target.mkdir(parents=True, exist_ok=True)
+    src["spec"]["name"] = spec.name
+    (target / "spec.json").write_text(json.dumps(src, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    for f in source.glob("retrieval-*.jsonl"):
+        shutil.copyfile(f, target / f.name)
+    shutil.copyfile(source / PREDICTIONS_FILE, target / PREDICTIONS_FILE)
+
+
 def rows(run_dir: Path) -> list[dict[str, Any]]:
     text = (run_dir / PREDICTIONS_FILE).read_text("utf-8")
     return [json.loads(x) for x in text.splitlines() if x.strip()]
@@ -94,7 +115,13 @@ def cache_info(path: Path) -> dict[str, Any]:
     return SegmentCache(path).info()
 
 
-def report(main: list[EvalSummary], reuse: list[tuple[EvalSummary, Path]], command: str, runs: Path) -> str:
+def report(
+    main: list[EvalSummary],
+    reuse: list[tuple[EvalSummary, Path]],
+    command: str,
+    runs: Path,
+    imported: dict[str, Path] | None = None,
+) -> str:
     base = next((s for s in main if s.name == "closed-book"), None)
     out = [
         f"# Soft compression: open-domain SQuAD v1.1 dev, {DECODER}",
@@ -112,6 +139,8 @@ def report(main: list[EvalSummary], reuse: list[tuple[EvalSummary, Path]], comma
             f"| {s.name} | {s.n} | {s.em:.1f} | {s.f1:.1f} | {delta} | {s.mean_kept_tokens:.0f} | "
             f"{s.mean_prompt_tokens:.0f} | {_mean(rows(runs / s.name), 'compress'):.3f} | {s.mean_ttft:.2f} |"
         )
+    for name, source in (imported or {}).items():
+        out += ["", f"`{name}`: rows of `{source}`, a run of the identical spec by another benchmark."]
     if reuse:
         n = reuse[0][0].n
         out += [
@@ -158,6 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=Path, default=Path("runs/soft"))
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--only", default="", help="comma-separated run names (default: all)")
+    p.add_argument(
+        "--import-run",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="take run NAME's rows from DIR, a finished run of the identical spec (repeatable)",
+    )
     args = p.parse_args(argv)
     mains = main_specs(args.n, args.seed, args.decoder, args.runs)
     n_reuse = 5 * args.reuse_paragraphs
@@ -167,6 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := sorted(set(only) - set(names)):
         print(f"Unknown run(s) {', '.join(unknown)}. Valid: {', '.join(names)}", file=sys.stderr)
         return 2
+    imported = {}
+    for item in args.import_run:
+        name, _, src = item.partition("=")
+        spec = next((s for s in mains if s.name == name), None)
+        if spec is None or not src:
+            valid = ", ".join(s.name for s in mains)
+            print(f"--import-run wants NAME=DIR with NAME one of {valid}", file=sys.stderr)
+            return 2
+        import_run(spec, Path(src), args.runs / name)
+        imported[name] = Path(src)
     done = [run_eval(s, args.runs / s.name) for s in mains if s.name in only]
     reuse_done: list[tuple[EvalSummary, Path]] = []
     if all(s.name in only for s in reuses):
@@ -186,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     plot(done, args.out / "soft.png")
     command = shlex.join(["python", "benchmarks/soft.py", *(sys.argv[1:] if argv is None else argv)])
-    text = report(done, reuse_done, command, args.runs)
+    text = report(done, reuse_done, command, args.runs, imported)
     (args.out / "soft.md").write_text(text, encoding="utf-8")
     print(text)
     return 0

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ragc.compressors.artefacts import artefact_dir
 from ragc.compressors.base import Compressor, Output
 from ragc.compressors.concept_encoder import (
     CONFIG_FILE,
@@ -36,31 +37,10 @@ from ragc.compressors.concept_encoder import (
     Concepts,
     load_concepts,
 )
-from ragc.errors import InvalidArgumentError, ModelNotFoundError
+from ragc.errors import InvalidArgumentError
 from ragc.types import Budget, CompressedContext, Scored, SoftSegment
 
 __all__ = ["CONFIG_FILE", "CompLLMCompressor", "CompLLMMismatchError", "fit_budget", "segment_plan"]
-
-
-def packaged_dir(decoder: str) -> Path:
-    return Path(__file__).resolve().parent.parent / "data" / "compllm" / decoder
-
-
-def weights_dir(weights: str, decoder: str) -> Path:
-    folder = packaged_dir(decoder) if weights == "packaged" else Path(weights).expanduser()
-    if (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file():
-        return folder
-    if weights == "packaged":
-        shipped = sorted(p.name for p in packaged_dir("x").parent.glob("*") if (p / CONFIG_FILE).is_file())
-        raise ModelNotFoundError(
-            f"No CompLLM weights are packaged for decoder {decoder!r} "
-            f"(packaged: {', '.join(shipped) or 'none'}). "
-            f"Train them with `ragc train compllm --decoder {decoder} --out DIR` and pass weights=DIR."
-        )
-    raise ModelNotFoundError(
-        f"{folder} is not a CompLLM weights folder (needs {CONFIG_FILE} and {WEIGHTS_FILE}); "
-        "write one with `ragc train compllm --out DIR`."
-    )
 
 
 @functools.cache
@@ -152,7 +132,7 @@ class CompLLMCompressor(Compressor):
         from ragc.device import default_device, resolve_dtype
 
         decoder = self.counter.model_id
-        folder = weights_dir(self.weights, decoder)
+        folder = artefact_dir("compllm", self.weights, decoder, "CompLLM weights")
         device = self.device or default_device()
         dtype = str(resolve_dtype(self.dtype, device)).removeprefix("torch.")
         stamp = (folder / WEIGHTS_FILE).stat().st_mtime

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ragc.compressors.artefacts import CONFIG_FILE, WEIGHTS_FILE
 from ragc.errors import InvalidArgumentError, ModelIntegrityError
 
 FORMAT = "ragc-compllm/1"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "weights.safetensors"
 
 
 class CompLLMMismatchError(ModelIntegrityError):

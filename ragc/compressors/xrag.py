@@ -33,40 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ragc.compressors.artefacts import CONFIG_FILE, WEIGHTS_FILE, artefact_dir
 from ragc.compressors.base import Compressor, Output
-from ragc.errors import InvalidArgumentError, ModelIntegrityError, ModelNotFoundError
+from ragc.errors import InvalidArgumentError, ModelIntegrityError
 from ragc.types import Budget, CompressedContext, Scored, SoftSegment, TextSegment
 
 FORMAT = "ragc-xrag/1"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "weights.safetensors"
 
 
 class ProjectorMismatchError(ModelIntegrityError):
     """An xRAG projector was trained for another (encoder, decoder) pair."""
-
-
-def packaged_dir(decoder: str) -> Path:
-    """Folder of the shipped projector for a packaged decoder name."""
-    return Path(__file__).resolve().parent.parent / "data" / "xrag" / decoder
-
-
-def projector_dir(weights: str, decoder: str) -> Path:
-    """The folder ``weights`` names for ``decoder``, checked to hold an artefact."""
-    folder = packaged_dir(decoder) if weights == "packaged" else Path(weights).expanduser()
-    if (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file():
-        return folder
-    if weights == "packaged":
-        shipped = sorted(p.name for p in packaged_dir("x").parent.glob("*") if (p / CONFIG_FILE).is_file())
-        raise ModelNotFoundError(
-            f"No xRAG projector is packaged for decoder {decoder!r} (packaged: "
-            f"{', '.join(shipped) or 'none'}). Train one with `ragc train xrag --decoder {decoder} "
-            "--out DIR` and pass weights=DIR."
-        )
-    raise ModelNotFoundError(
-        f"{folder} is not an xRAG projector folder (needs {CONFIG_FILE} and {WEIGHTS_FILE}); "
-        "write one with `ragc train xrag --out DIR`."
-    )
 
 
 def new_projector(d_in: int, d_model: int, depth: int = 2) -> Any:
@@ -237,7 +213,7 @@ class XRAGCompressor(Compressor):
         from ragc.cache import SegmentCache
         from ragc.device import resolve_dtype
 
-        folder = projector_dir(self.weights, decoder)
+        folder = artefact_dir("xrag", self.weights, decoder, "xRAG projector")
         device = self._device()
         dtype_name = str(resolve_dtype(self.dtype, device)).removeprefix("torch.")
         enc = _encoder(self.encoder, device, dtype_name)

@@ -28,6 +28,7 @@ from ragc.training.soft import (
     batch_embeds,
     cosine_schedule,
     distill_loss,
+    frozen_decoder,
     last_mean,
     load_checkpoint,
     save_checkpoint,
@@ -92,18 +93,11 @@ class Trainer:
     def __init__(self, cfg: CompLLMTrainConfig, device: str | None = None) -> None:
         import torch
 
-        from ragc.decoder import HFDecoder
-        from ragc.device import default_device
-
         self.cfg = cfg
-        self.device = device or default_device()
-        self.dec = HFDecoder(model=cfg.decoder, device=self.device)
-        lm = self.dec.lm
-        for p in lm.parameters():
-            p.requires_grad_(False)
+        self.dec = frozen_decoder(cfg.decoder, device)
         torch.manual_seed(cfg.seed)
         self.concepts: Concepts = new_concepts(
-            lm, self.dec.tokenizer, cfg.decoder, cfg.lora_rank, cfg.lora_alpha
+            self.dec.lm, self.dec.tokenizer, cfg.decoder, cfg.lora_rank, cfg.lora_alpha
         )
         self.params = [*self.concepts.lora.params.values(), *self.concepts.head.parameters()]
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=0.0)

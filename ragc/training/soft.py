@@ -20,6 +20,17 @@ from ragc.errors import InvalidArgumentError
 from ragc.types import CompressedContext
 
 
+def frozen_decoder(model: str, device: str | None) -> Any:
+    """The ``HFDecoder`` for ``model`` on ``device`` (default: the best available), weights frozen."""
+    from ragc.decoder import HFDecoder
+    from ragc.device import default_device
+
+    dec = HFDecoder(model=model, device=device or default_device())
+    for p in dec.lm.parameters():
+        p.requires_grad_(False)
+    return dec
+
+
 @dataclass(frozen=True)
 class Sample:
     """One training prompt: question, context (soft segments are placeholders), target ids."""

@@ -41,6 +41,7 @@ from ragc.training.soft import (
     batch_embeds,
     cosine_schedule,
     distill_loss,
+    frozen_decoder,
     last_mean,
     load_checkpoint,
     save_checkpoint,
@@ -116,16 +117,11 @@ class Trainer:
     def __init__(self, cfg: XRAGTrainConfig, device: str | None = None) -> None:
         import torch
 
-        from ragc.decoder import HFDecoder
-        from ragc.device import default_device
         from ragc.models import load_sentence_encoder
 
         self.cfg = cfg
-        self.device = device or default_device()
-        self.dec = HFDecoder(model=cfg.decoder, device=self.device)
-        self.lm = self.dec.lm
-        for p in self.lm.parameters():
-            p.requires_grad_(False)
+        self.dec = frozen_decoder(cfg.decoder, device)
+        self.device, self.lm = self.dec.device, self.dec.lm
         self.encoder = load_sentence_encoder(cfg.encoder, self.device, "float32")
         dim = (
             getattr(self.encoder, "get_embedding_dimension", None)

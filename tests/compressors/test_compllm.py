@@ -162,7 +162,7 @@ def test_bad_input(
         other.prepare()
     missing = CompLLMCompressor(device="cpu")
     missing.bind(TokenCounter(smol_counter.tokenizer, "no-such-decoder"))
-    with pytest.raises(ModelNotFoundError, match="No CompLLM weights are packaged"):
+    with pytest.raises(ModelNotFoundError, match="No CompLLM weights packaged"):
         missing.prepare()
 
 

@@ -9,12 +9,8 @@ import pytest
 import torch
 
 from ragc.cache import SegmentCache
-from ragc.compressors.xrag import (
-    CONFIG_FILE,
-    ProjectorMismatchError,
-    XRAGCompressor,
-    packaged_dir,
-)
+from ragc.compressors.artefacts import CONFIG_FILE, packaged_dir
+from ragc.compressors.xrag import ProjectorMismatchError, XRAGCompressor
 from ragc.errors import BudgetError, InvalidArgumentError, ModelNotFoundError
 from ragc.tokens import TokenCounter
 from ragc.types import CompressedContext, Passage, Scored, SoftSegment, TextSegment
@@ -140,14 +136,14 @@ def test_projector_for_another_encoder_is_rejected(
 
 
 def test_missing_weights_and_bad_arguments(tmp_path: Path, smol_counter: TokenCounter) -> None:
-    with pytest.raises(ModelNotFoundError, match="not an xRAG projector folder"):
+    with pytest.raises(ModelNotFoundError, match="holds no xRAG projector"):
         comp = XRAGCompressor(weights=str(tmp_path), device="cpu")
         comp.bind(smol_counter)
         comp.prepare()
     comp = XRAGCompressor(device="cpu")
     comp.bind(TokenCounter(smol_counter.tokenizer, "no-such-decoder"))
     with pytest.raises(
-        ModelNotFoundError, match="No xRAG projector is packaged for decoder 'no-such-decoder'"
+        ModelNotFoundError, match="No xRAG projector packaged for decoder 'no-such-decoder'"
     ):
         comp.prepare()
     with pytest.raises(InvalidArgumentError):
@@ -191,7 +187,7 @@ def test_interrupted_training_resumes_to_the_same_weights(
 
 
 @pytest.mark.skipif(
-    not (packaged_dir("smollm2-135m") / CONFIG_FILE).is_file(), reason="no packaged projector"
+    not (packaged_dir("xrag", "smollm2-135m") / CONFIG_FILE).is_file(), reason="no packaged projector"
 )
 def test_packaged_projector_carries_document_identity(
     smollm, smol_counter: TokenCounter, tmp_path: Path
