@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ragc.cache import SegmentCache
+from ragc.compressors.artefacts import packaged_dir
 from ragc.compressors.compllm import CompLLMCompressor, segment_plan
 from ragc.compressors.concept_encoder import CONFIG_FILE, CompLLMMismatchError, LoRA
 from ragc.errors import BudgetError, InvalidArgumentError, ModelNotFoundError
@@ -222,3 +223,46 @@ def test_interrupted_training_resumes_to_the_same_weights(
     tc.train_compllm(tmp_path, cfg, device="cpu", progress=False)
     a, b = load_file(str(out / "weights.safetensors")), load_file(str(tmp_path / "weights.safetensors"))
     assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
+
+
+FACTS = [
+    (
+        Passage("zorblat", "The Zorblat festival is held every spring in the small town of Kellerby.", ""),
+        "Where is the Zorblat festival held?",
+        " Kellerby",
+    ),
+    (
+        Passage("quenn", "The Quenn river glass was invented by a potter named Ottilie Brandt.", ""),
+        "Who invented Quenn river glass?",
+        " Ottilie Brandt",
+    ),
+]
+
+
+@pytest.mark.skipif(
+    not (packaged_dir("compllm", "smollm2-135m") / CONFIG_FILE).is_file(), reason="no packaged weights"
+)
+def test_packaged_concepts_carry_the_answer(smollm, smol_counter: TokenCounter, tmp_path: Path) -> None:
+    """Real models: SmolLM2 finds a made-up fact's answer more likely from that passage's
+    concepts (2x) than from another passage's, so the concepts carry the passage's content."""
+    import torch.nn.functional as F
+
+    from ragc.types import CompressedContext
+
+    comp = CompLLMCompressor(device="cpu", dtype="float32", cache_dir=str(tmp_path))
+    comp.bind(smol_counter)
+    concepts = [comp.compress(None, [Scored(p, 1.0, 0)], 0.5) for p, _, _ in FACTS]
+    assert all(0 < c.kept_tokens <= c.source_tokens / 2 for c in concepts)
+
+    def nll(ctx: CompressedContext, question: str, answer: str) -> float:
+        prompt = smollm.prompt(question, ctx)
+        target = smollm.tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+        emb = torch.cat([prompt.embed(smollm.lm), smollm.lm.get_input_embeddings()(target)])
+        with torch.no_grad():
+            logits = smollm.lm(inputs_embeds=emb[None]).logits[0, prompt.length - 1 : -1].float()
+        return float(F.cross_entropy(logits, target))
+
+    for i, (_, question, answer) in enumerate(FACTS):
+        own = nll(concepts[i], question, answer)
+        other = nll(concepts[1 - i], question, answer)
+        assert own < other - 0.5, (question, own, other)
