@@ -216,3 +216,15 @@ def test_packaged_projector_carries_document_identity(
         own = nll(doc, tokens[i])
         others = [nll(doc, t) for j, t in enumerate(tokens) if j != i]
         assert own < min(others), (doc.id, own, others)
+
+
+@pytest.mark.skipif(
+    not (packaged_dir("xrag", "qwen2.5-0.5b") / CONFIG_FILE).is_file(), reason="no packaged projector"
+)
+def test_packaged_qwen_projector_refuses_another_decoder(smol_counter: TokenCounter) -> None:
+    """The shipped qwen projector, pointed at SmolLM2, names both decoders instead of loading."""
+    comp = XRAGCompressor(weights=str(packaged_dir("xrag", "qwen2.5-0.5b")), device="cpu")
+    comp.bind(smol_counter)
+    with pytest.raises(ProjectorMismatchError, match=r"qwen2\.5-0\.5b") as err:
+        comp.prepare()
+    assert "smollm2-135m" in str(err.value)
