@@ -35,7 +35,7 @@ from typing import Any
 
 from ragc.eval.datasets import OpenDomainQA, load_dataset
 from ragc.eval.report import machine_info, plot
-from ragc.eval.runner import PREDICTIONS_FILE, EvalSpec, EvalSummary, run_eval
+from ragc.eval.runner import PREDICTIONS_FILE, SPEC_FILE, EvalSpec, EvalSummary, run_eval
 
 DECODER = "qwen2.5-0.5b"
 
@@ -89,7 +89,7 @@ def reuse_specs(n: int, decoder: str, runs: Path) -> list[EvalSpec]:
 
 def import_run(spec: EvalSpec, source: Path, target: Path) -> None:
     """Seed ``target`` with the answered rows of ``source``, a run of the same spec under another name."""
-    src = json.loads((source / "spec.json").read_text("utf-8"))
+    src = json.loads((source / SPEC_FILE).read_text("utf-8"))
     mine = {k: v for k, v in spec.to_dict().items() if k != "name"}
     theirs = {k: v for k, v in src.get("spec", {}).items() if k != "name"}
     if mine != theirs or not (source / PREDICTIONS_FILE).is_file():
@@ -98,7 +98,7 @@ def import_run(spec: EvalSpec, source: Path, target: Path) -> None:
         return  # already imported (or answered here)
     target.mkdir(parents=True, exist_ok=True)
     src["spec"]["name"] = spec.name
-    (target / "spec.json").write_text(json.dumps(src, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (target / SPEC_FILE).write_text(json.dumps(src, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     for f in source.glob("retrieval-*.jsonl"):
         shutil.copyfile(f, target / f.name)
     shutil.copyfile(source / PREDICTIONS_FILE, target / PREDICTIONS_FILE)
