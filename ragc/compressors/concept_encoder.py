@@ -5,9 +5,16 @@ followed by placeholder tokens with the LoRA on, and the head maps the placehold
 hidden states to concept embeddings in the decoder's input-embedding space. With the LoRA
 off, the same model instance is the plain decoder (training uses that to distil).
 
-Artefact: ``config.json`` (``format`` ``"ragc-compllm/1"``, ``decoder``, sizes, LoRA
-rank/alpha/targets, ``fingerprint``, training record) and ``weights.safetensors`` (LoRA A/B
-and head, fp16).
+Residual start (format ``ragc-compllm/2``): concept ``j`` of a segment is the mean of the
+input embeddings of its ``j``-th contiguous token group *plus* ``head(h_j)``, and the head
+starts at zero. The decoder then reads pooled text from the first training step (on
+qwen2.5-0.5b, 40 SQuAD train questions: answer cross-entropy 3.24 from 2x mean-pooled
+embeddings vs 3.64 closed-book and 0.70 full text) and training learns the corrections,
+instead of having to discover from placeholder states what the segment said. Format
+``ragc-compllm/1`` (no pooled term, scaled-identity head) still loads.
+
+Artefact: ``config.json`` (``format``, ``decoder``, sizes, LoRA rank/alpha/targets,
+``fingerprint``, training record) and ``weights.safetensors`` (LoRA A/B and head, fp16).
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from typing import Any
 from ragc.compressors.artefacts import CONFIG_FILE, WEIGHTS_FILE
 from ragc.errors import InvalidArgumentError, ModelIntegrityError
 
-FORMAT = "ragc-compllm/1"
+FORMAT = "ragc-compllm/2"
+FORMATS = ("ragc-compllm/1", FORMAT)  # /1: no pooled residual
 
 
 class CompLLMMismatchError(ModelIntegrityError):
@@ -110,12 +118,17 @@ class Concepts:
         state.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
         return state
 
+    @property
+    def residual(self) -> bool:
+        return bool(self.meta.get("format") == FORMAT)
+
     def compress_ids(self, segments: Sequence[Sequence[int]], counts: Sequence[int]) -> list[Any]:
         """Concept embeddings ``(counts[i], d_model)`` of each token-id segment (one forward).
 
         Segments are right-padded to a common length; each row is ``segment ids +
-        counts[i] placeholders`` and the head reads the placeholders' final hidden states.
-        Gradients flow when called outside ``inference_mode`` (training).
+        counts[i] placeholders`` and the head reads the placeholders' final hidden states
+        (plus, for the residual format, the mean input embedding of each concept's token
+        group). Gradients flow when called outside ``inference_mode`` (training).
         """
         import torch
 
@@ -130,9 +143,15 @@ class Concepts:
             hidden = self.lm.base_model(
                 input_ids=ids.to(device), attention_mask=mask.to(device)
             ).last_hidden_state
+        if self.residual:
+            with torch.no_grad():
+                embeds = self.lm.get_input_embeddings()(ids.to(device)).to(self.head.weight.dtype)
         out = []
         for i, (s, c) in enumerate(zip(segments, counts)):
-            out.append(self.head(hidden[i, len(s) : len(s) + c].to(self.head.weight.dtype)))
+            v = self.head(hidden[i, len(s) : len(s) + c].to(self.head.weight.dtype))
+            if self.residual:
+                v = v + torch.stack([g.mean(0) for g in torch.tensor_split(embeds[i, : len(s)], c)])
+            out.append(v)
         return out
 
 
@@ -143,14 +162,20 @@ def new_concepts(
     rank: int = 8,
     alpha: float = 16.0,
     targets: Sequence[str] = ("q_proj", "v_proj"),
+    fmt: str = FORMAT,
 ) -> Concepts:
-    """Fresh LoRA (B = 0) and an identity-initialised head on ``lm`` (for training)."""
+    """Fresh LoRA (B = 0) and head on ``lm``: zero for the residual format, else a scaled identity."""
     import torch
 
     d = int(lm.config.hidden_size)
     lora = LoRA(lm, targets, rank, alpha)
+    if fmt not in FORMATS:
+        raise InvalidArgumentError(f"unknown CompLLM format {fmt!r}; known: {', '.join(FORMATS)}.")
     head = new_head(d).to(lm.get_input_embeddings().weight.device)
     with torch.no_grad():
+        head.bias.zero_()
+        if fmt == FORMAT:
+            head.weight.zero_()
         # Final hidden states are RMS-normalised, token embeddings are much smaller: start
         # the head as a scaled identity that maps one scale onto the other.
         emb = lm.get_input_embeddings().weight.float()
@@ -159,10 +184,10 @@ def new_concepts(
             float(norm.weight.float().abs().mean()) if norm is not None and hasattr(norm, "weight") else 1.0
         )
         scale = float(emb.pow(2).mean().sqrt()) / gain
-        head.weight.copy_(torch.eye(d) * scale)
-        head.bias.zero_()
+        if fmt != FORMAT:
+            head.weight.copy_(torch.eye(d) * scale)
     meta = {
-        "format": FORMAT,
+        "format": fmt,
         "decoder": decoder,
         "hidden_size": d,
         "vocab_size": int(lm.config.vocab_size),
@@ -203,8 +228,10 @@ def load_concepts(folder: Path, decoder: str, device: str, dtype: Any) -> Concep
     from ragc.models import load_causal_lm, load_tokenizer
 
     meta = json.loads((folder / CONFIG_FILE).read_text("utf-8"))
-    if meta.get("format") != FORMAT:
-        raise CompLLMMismatchError(f"{folder} has format {meta.get('format')!r}, expected {FORMAT!r}.")
+    if meta.get("format") not in FORMATS:
+        raise CompLLMMismatchError(
+            f"{folder} has format {meta.get('format')!r}, expected one of {', '.join(FORMATS)}."
+        )
     if meta["decoder"] != decoder:
         raise CompLLMMismatchError(
             f"The CompLLM weights in {folder} were trained for decoder {meta['decoder']!r}, but the "
@@ -220,7 +247,13 @@ def load_concepts(folder: Path, decoder: str, device: str, dtype: Any) -> Concep
             f"{decoder!r} has {lm.config.hidden_size} and {lm.config.vocab_size}."
         )
     c = new_concepts(
-        lm, load_tokenizer(decoder), decoder, meta["lora_rank"], meta["lora_alpha"], meta["lora_targets"]
+        lm,
+        load_tokenizer(decoder),
+        decoder,
+        meta["lora_rank"],
+        meta["lora_alpha"],
+        meta["lora_targets"],
+        meta["format"],
     )
     state = load_file(str(folder / WEIGHTS_FILE))
     try:
