@@ -266,3 +266,41 @@ def test_packaged_concepts_carry_the_answer(smollm, smol_counter: TokenCounter, 
         own = nll(concepts[i], question, answer)
         other = nll(concepts[1 - i], question, answer)
         assert own < other - 0.5, (question, own, other)
+
+
+def test_residual_start_is_the_mean_of_each_token_group(tiny_decoder_dir: Path) -> None:
+    """Format /2 with an untrained (zero) head: concept j = mean input embedding of group j."""
+    from ragc.compressors.concept_encoder import FORMAT, new_concepts
+    from ragc.models import load_causal_lm, load_tokenizer
+
+    lm = load_causal_lm(str(tiny_decoder_dir), "cpu", torch.float32)
+    c = new_concepts(lm, load_tokenizer(str(tiny_decoder_dir)), str(tiny_decoder_dir))
+    assert c.meta["format"] == FORMAT and c.residual
+    segs = [[5, 6, 7, 8, 9], [10, 11, 12]]
+    with torch.no_grad():
+        got = c.compress_ids(segs, [2, 3])
+        table = lm.get_input_embeddings().weight
+        assert torch.allclose(got[0][0], table[[5, 6, 7]].mean(0), atol=1e-6)
+        assert torch.allclose(got[0][1], table[[8, 9]].mean(0), atol=1e-6)
+        assert torch.allclose(got[1], table[[10, 11, 12]], atol=1e-6)
+        c.head.bias.fill_(1.0)  # the head's output is added to the pooled term
+        assert torch.allclose(c.compress_ids(segs, [2, 3])[1], table[[10, 11, 12]] + 1, atol=1e-6)
+
+
+def test_format_1_artefacts_still_load(tiny_decoder_dir: Path, tmp_path: Path) -> None:
+    """Weights written before the residual start (no pooled term) keep working unchanged."""
+    from ragc.compressors.concept_encoder import load_concepts, new_concepts, save_concepts
+    from ragc.models import load_causal_lm, load_tokenizer
+
+    lm = load_causal_lm(str(tiny_decoder_dir), "cpu", torch.float32)
+    old = new_concepts(lm, load_tokenizer(str(tiny_decoder_dir)), str(tiny_decoder_dir), fmt="ragc-compllm/1")
+    save_concepts(old, tmp_path, {"segment_tokens": 20})
+    loaded = load_concepts(tmp_path, str(tiny_decoder_dir), "cpu", torch.float32)
+    assert not loaded.residual
+    with torch.no_grad():
+        want, got = old.compress_ids([[5, 6, 7]], [1])[0], loaded.compress_ids([[5, 6, 7]], [1])[0]
+        pooled = lm.get_input_embeddings().weight[[5, 6, 7]].mean(0)
+    torch.testing.assert_close(got, want, rtol=1e-2, atol=1e-3)  # fp16 storage
+    assert (pooled.abs() > 1e-2).any()  # a wrongly added pooled term would have shown
+    with pytest.raises(InvalidArgumentError, match="unknown CompLLM format"):
+        new_concepts(lm, load_tokenizer(str(tiny_decoder_dir)), str(tiny_decoder_dir), fmt="ragc-compllm/9")
