@@ -26,12 +26,10 @@ from ragc.errors import InvalidArgumentError
 from ragc.training.soft import (
     Sample,
     batch_embeds,
-    cosine_schedule,
     distill_loss,
     frozen_decoder,
     last_mean,
-    load_checkpoint,
-    save_checkpoint,
+    optimise,
     target_logits,
 )
 from ragc.types import CompressedContext, Passage, SoftSegment, TextSegment
@@ -154,9 +152,6 @@ def train_compllm(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train (or resume) CompLLM weights into ``out``; return the training record."""
-    import torch
-    from tqdm import tqdm
-
     cfg = cfg or CompLLMTrainConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -166,43 +161,18 @@ def train_compllm(
     batches = [examples[i : i + cfg.batch_size] for i in range(0, len(examples), cfg.batch_size)]
     ckpt_path = out / CHECKPOINT
     config = {**asdict(cfg), "rates": list(cfg.rates)}
-    start, history = 0, []
-    ckpt = load_checkpoint(ckpt_path, config)
-    if ckpt is not None:
-        with torch.no_grad():
-            for p, v in zip(trainer.params, ckpt["params"]):
-                p.copy_(v)
-        trainer.opt.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng"])
-        start, history = ckpt["step"], ckpt["history"]
-    sched = cosine_schedule(cfg.lr, len(batches))
-    bar = tqdm(
-        total=len(batches), initial=start, desc=f"compllm {cfg.decoder}", unit="step", disable=not progress
+    history = optimise(
+        trainer.params,
+        trainer.opt,
+        batches,
+        trainer.loss,
+        lr=cfg.lr,
+        checkpoint=ckpt_path,
+        config=config,
+        checkpoint_every=cfg.checkpoint_every,
+        desc=f"compllm {cfg.decoder}",
+        progress=progress,
     )
-    with bar:
-        for step in range(start, len(batches)):
-            for group in trainer.opt.param_groups:
-                group["lr"] = sched(step)
-            loss, stats = trainer.loss(batches[step])
-            trainer.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainer.params, 1.0)
-            trainer.opt.step()
-            history.append({"step": step, **stats})
-            bar.set_postfix(**{k: f"{v:.3f}" for k, v in stats.items()})
-            bar.update(1)
-            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < len(batches):
-                save_checkpoint(
-                    ckpt_path,
-                    {
-                        "config": config,
-                        "params": [p.detach().clone() for p in trainer.params],
-                        "optimizer": trainer.opt.state_dict(),
-                        "rng": torch.get_rng_state(),
-                        "step": step + 1,
-                        "history": history,
-                    },
-                )
     record = {
         "steps": len(batches),
         "first_ce": last_mean(history[:10], "ce"),

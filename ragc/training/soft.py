@@ -4,8 +4,8 @@ Both train a module that produces input embeddings for a frozen decoder, with pr
 built exactly as at inference (:func:`ragc.decoding.build_prompt`), a cross-entropy on
 the target tokens and a KL self-distillation term against the same decoder reading the
 full text. Here: batch assembly with soft rows substituted (with gradients), the
-answer-position logits, the distillation loss, the learning-rate schedule and atomic,
-config-checked checkpoints.
+answer-position logits, the distillation loss, the learning-rate schedule, atomic
+config-checked checkpoints and the resumable optimisation loop (:func:`optimise`).
 """
 
 from __future__ import annotations
@@ -143,6 +143,69 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
+
+
+def optimise(
+    params: Sequence[Any],
+    opt: Any,
+    batches: Sequence[Any],
+    loss_fn: Callable[[Any], tuple[Any, dict[str, float]]],
+    *,
+    lr: float,
+    checkpoint: Path,
+    config: dict[str, Any],
+    checkpoint_every: int,
+    desc: str,
+    progress: bool = True,
+    tags: Callable[[Any], dict[str, Any]] = lambda batch: {},
+) -> list[dict[str, Any]]:
+    """Run (or resume) one optimiser step per batch; return the per-step history.
+
+    Warm-up + cosine learning rate, gradient clipping at 1.0, a progress bar with the
+    losses and an ETA, and every ``checkpoint_every`` steps an atomic checkpoint of the
+    parameters, optimiser, RNG and history at ``checkpoint``; a checkpoint left by an
+    interrupted run with the same ``config`` is resumed (another config is refused).
+    ``tags(batch)`` adds fields (e.g. the stage) to the history and the bar.
+    """
+    import torch
+    from tqdm import tqdm
+
+    start, history = 0, []
+    ckpt = load_checkpoint(checkpoint, config)
+    if ckpt is not None:
+        with torch.no_grad():
+            for p, v in zip(params, ckpt["params"]):
+                p.copy_(v)
+        opt.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"])
+        start, history = ckpt["step"], ckpt["history"]
+    sched = cosine_schedule(lr, len(batches))
+    with tqdm(total=len(batches), initial=start, desc=desc, unit="step", disable=not progress) as bar:
+        for step in range(start, len(batches)):
+            for group in opt.param_groups:
+                group["lr"] = sched(step)
+            loss, stats = loss_fn(batches[step])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            extra = tags(batches[step])
+            history.append({"step": step, **extra, **stats})
+            bar.set_postfix(**extra, **{k: f"{v:.3f}" for k, v in stats.items()})
+            bar.update(1)
+            if (step + 1) % checkpoint_every == 0 and step + 1 < len(batches):
+                save_checkpoint(
+                    checkpoint,
+                    {
+                        "config": config,
+                        "params": [p.detach().clone() for p in params],
+                        "optimizer": opt.state_dict(),
+                        "rng": torch.get_rng_state(),
+                        "step": step + 1,
+                        "history": history,
+                    },
+                )
+    return history
 
 
 def last_mean(history: Sequence[dict[str, Any]], key: str, stage: int | None = None, last: int = 10) -> float:

@@ -39,12 +39,10 @@ from ragc.errors import InvalidArgumentError
 from ragc.training.soft import (
     Sample,
     batch_embeds,
-    cosine_schedule,
     distill_loss,
     frozen_decoder,
     last_mean,
-    load_checkpoint,
-    save_checkpoint,
+    optimise,
     target_logits,
 )
 from ragc.types import CompressedContext, Passage, Scored, SoftSegment, TextSegment
@@ -208,9 +206,6 @@ def train_xrag(
     out: str | Path, cfg: XRAGTrainConfig | None = None, *, device: str | None = None, progress: bool = True
 ) -> dict[str, Any]:
     """Train (or resume) a projector into ``out``; return the training record."""
-    import torch
-    from tqdm import tqdm
-
     cfg = cfg or XRAGTrainConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -220,41 +215,22 @@ def train_xrag(
     trainer.embed([ex.passage for ex in examples])
     batches = _batches(examples, cfg.batch_size, cfg.seed)
     ckpt_path = out / CHECKPOINT
-    start, history = 0, []
-    ckpt = load_checkpoint(ckpt_path, asdict(cfg))
-    if ckpt is not None:
-        trainer.projector.load_state_dict(ckpt["projector"])
-        trainer.opt.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng"])
-        start, history = ckpt["step"], ckpt["history"]
     stage1_steps = sum(1 for b in batches if b[0].stage == 1)
-    sched = cosine_schedule(cfg.lr, len(batches))
     trainer.projector.train()
-    bar = tqdm(
-        total=len(batches), initial=start, desc=f"xrag {cfg.decoder}", unit="step", disable=not progress
+    params = list(trainer.projector.parameters())
+    history = optimise(
+        params,
+        trainer.opt,
+        batches,
+        trainer.loss,
+        lr=cfg.lr,
+        checkpoint=ckpt_path,
+        config=asdict(cfg),
+        checkpoint_every=cfg.checkpoint_every,
+        desc=f"xrag {cfg.decoder}",
+        progress=progress,
+        tags=lambda batch: {"stage": batch[0].stage},
     )
-    with bar:
-        for step in range(start, len(batches)):
-            for group in trainer.opt.param_groups:
-                group["lr"] = sched(step)
-            loss, stats = trainer.loss(batches[step])
-            trainer.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainer.projector.parameters(), 1.0)
-            trainer.opt.step()
-            history.append({"step": step, "stage": batches[step][0].stage, **stats})
-            bar.set_postfix(stage=batches[step][0].stage, **{k: f"{v:.3f}" for k, v in stats.items()})
-            bar.update(1)
-            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < len(batches):
-                state = {
-                    "config": asdict(cfg),
-                    "projector": trainer.projector.state_dict(),
-                    "optimizer": trainer.opt.state_dict(),
-                    "rng": torch.get_rng_state(),
-                    "step": step + 1,
-                    "history": history,
-                }
-                save_checkpoint(ckpt_path, state)
 
     record = {
         "steps": len(batches),
