@@ -241,7 +241,7 @@ def cmd_train_xrag(args: argparse.Namespace) -> int:
     cfg = XRAGTrainConfig(
         decoder=args.decoder, encoder=args.encoder, stage1_paragraphs=args.stage1,
         stage2_questions=args.stage2, max_target_tokens=args.max_target_tokens,
-        batch_size=args.batch_size, lr=args.lr, kl_weight=args.kl_weight, seed=args.seed,
+        batch_size=args.batch_size, lr=args.lr, kl_weight=args.kl_weight, seed=args.seed, init=args.init,
     )
     record = train_xrag(args.out, cfg, device=args.device)
     print(json.dumps(record, indent=2))
@@ -374,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--kl-weight", type=float, default=1.0, help="weight of the KL term in stage 2")
+    t.add_argument("--init", help="continue from a projector: 'packaged' or a folder (same decoder and "
+                        "encoder); use --stage1 0 to train stage 2 only")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     t.set_defaults(func=cmd_train_xrag)

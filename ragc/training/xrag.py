@@ -64,6 +64,7 @@ class XRAGTrainConfig:
     seed: int = 0
     depth: int = 2
     checkpoint_every: int = 25
+    init: str | None = None  # "packaged" or a projector folder to continue from (same pair)
 
     def __post_init__(self) -> None:
         for name in (
@@ -128,8 +129,30 @@ class Trainer:
         self.d_in = int(dim())
         torch.manual_seed(cfg.seed)
         self.projector = new_projector(self.d_in, self.dec.hidden_size, cfg.depth).to(self.device)
+        self.init_record: dict[str, Any] | None = None
+        if cfg.init is not None:
+            self.start_from(cfg.init)
         self.opt = torch.optim.AdamW(self.projector.parameters(), lr=cfg.lr, weight_decay=0.0)
         self._emb: dict[str, Any] = {}
+
+    def start_from(self, weights: str) -> None:
+        """Continue from a trained projector (``"packaged"`` or a folder) for the same pair."""
+        from ragc.compressors.artefacts import artefact_dir
+        from ragc.compressors.xrag import check_artefact, load_projector
+
+        folder = artefact_dir("xrag", weights, self.cfg.decoder, "xRAG projector")
+        proj, meta = load_projector(folder)
+        check_artefact(
+            meta,
+            encoder=self.cfg.encoder,
+            encoder_fp=encoder_fingerprint(self.encoder),
+            decoder=self.cfg.decoder,
+            where=folder,
+        )
+        if int(meta.get("depth", 2)) != self.cfg.depth:
+            raise InvalidArgumentError(f"{folder} has depth {meta.get('depth')}, not {self.cfg.depth}.")
+        self.projector.load_state_dict(proj.state_dict())
+        self.init_record = meta.get("training")
 
     def embed(self, passages: Sequence[Passage]) -> None:
         """Retriever embeddings (unit, fp32) of every passage, in batches."""
@@ -241,6 +264,8 @@ def train_xrag(
         "seconds": round(time.perf_counter() - t0, 1),
         "data": "SQuAD v1.1 train (stage 1: paragraphs; stage 2: questions with gold paragraphs)",
     }
+    if trainer.init_record is not None:
+        record["continued_from"] = trainer.init_record
     trainer.projector.eval()
     save_projector(trainer.projector, trainer.meta(record), out)
     ckpt_path.unlink(missing_ok=True)  # the artefact folder holds only what ships

@@ -228,3 +228,27 @@ def test_packaged_qwen_projector_refuses_another_decoder(smol_counter: TokenCoun
     with pytest.raises(ProjectorMismatchError, match=r"qwen2\.5-0\.5b") as err:
         comp.prepare()
     assert "smollm2-135m" in str(err.value)
+
+
+def test_training_continues_from_a_projector_of_the_same_pair(
+    trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    from ragc.training import xrag as tx
+
+    out, _ = trained
+    cfg = tx.XRAGTrainConfig(
+        decoder=str(tiny_decoder_dir), stage1_paragraphs=0, stage2_questions=4, batch_size=4, init=str(out)
+    )
+    trainer = tx.Trainer(cfg, "cpu")
+    start = load_file(str(out / "weights.safetensors"))
+    got = trainer.projector.state_dict()
+    assert all(torch.allclose(got[k], start[k].float()) for k in start)  # not a fresh init
+    again = tx.train_xrag(tmp_path / "more", cfg, device="cpu", progress=False)
+    assert again["steps"] == 1 and again["continued_from"]["stage1_paragraphs"] == 6
+    # The packaged qwen projector cannot seed training for another decoder.
+    bad = tx.XRAGTrainConfig(decoder=str(tiny_decoder_dir), stage1_paragraphs=0, stage2_questions=4,
+                             init=str(packaged_dir("xrag", "qwen2.5-0.5b")))
+    with pytest.raises(ProjectorMismatchError, match=r"trained for decoder .qwen2\.5-0\.5b"):
+        tx.Trainer(bad, "cpu")
