@@ -102,10 +102,10 @@ class HFDecoder:
     def lm(self) -> Any:
         if self._lm is None:
             from ragc.device import resolve_dtype
-            from ragc.models import load_causal_lm
+            from ragc.models import shared_causal_lm
 
             device = self.resolved_device
-            self._lm = load_causal_lm(self.model, device, resolve_dtype(self.dtype, device))
+            self._lm = shared_causal_lm(self.model, device, resolve_dtype(self.dtype, device))
         return self._lm
 
     @property

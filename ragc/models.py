@@ -184,6 +184,18 @@ def load_causal_lm(name: str, device: str, dtype: Any) -> Any:
 
 
 @cache
+def shared_causal_lm(name: str, device: str, dtype: Any) -> Any:
+    """The process-wide frozen copy of a causal LM per (name, device, torch dtype).
+
+    The decoder, the ``perplexity`` teacher and CompLLM's concept encoder (whose LoRA is
+    active only inside its ``enabled()`` block) all read the same weights, so a pipeline
+    that compresses with its own decoder holds one copy of it, not two. Never train or
+    modify its weights in place; use :func:`load_causal_lm` for a private copy.
+    """
+    return load_causal_lm(name, device, dtype)
+
+
+@cache
 def load_sentence_encoder(name: str, device: str, dtype: str = "float32") -> Any:
     """A sentence-transformers model (process-wide cache keyed by name/device/dtype).
 

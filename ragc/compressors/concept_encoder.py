@@ -221,11 +221,16 @@ def save_concepts(c: Concepts, out_dir: str | Path, extra: dict[str, Any]) -> Pa
 
 
 def load_concepts(folder: Path, decoder: str, device: str, dtype: Any) -> Concepts:
-    """Load an artefact onto a fresh copy of ``decoder`` (checked against the artefact)."""
+    """Load an artefact onto the shared copy of ``decoder`` (checked against the artefact).
+
+    The decoder's weights are not touched: the LoRA lives in its own parameters and is
+    hooked in only inside ``enabled()``, so a pipeline's decoder and its CompLLM
+    compressor share one model in memory (see :func:`ragc.models.shared_causal_lm`).
+    """
     import torch
     from safetensors.torch import load_file
 
-    from ragc.models import load_causal_lm, load_tokenizer
+    from ragc.models import load_tokenizer, shared_causal_lm
 
     meta = json.loads((folder / CONFIG_FILE).read_text("utf-8"))
     if meta.get("format") not in FORMATS:
@@ -238,9 +243,7 @@ def load_concepts(folder: Path, decoder: str, device: str, dtype: Any) -> Concep
             f"pipeline's decoder is {decoder!r}. Use weights='packaged' or train with "
             f"`ragc train compllm --decoder {decoder}`."
         )
-    lm = load_causal_lm(decoder, device, dtype)
-    for p in lm.parameters():
-        p.requires_grad_(False)
+    lm = shared_causal_lm(decoder, device, dtype)
     if (int(lm.config.hidden_size), int(lm.config.vocab_size)) != (meta["hidden_size"], meta["vocab_size"]):
         raise CompLLMMismatchError(
             f"{folder} expects hidden size {meta['hidden_size']} and vocabulary {meta['vocab_size']}; "

@@ -16,7 +16,6 @@ scored in windows that carry ``overlap`` tokens of the passage as extra context.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -31,12 +30,11 @@ Pooling = Literal["max", "mean", "sum"]
 _HEAD_CHUNK = 256  # rows of (chunk, vocab) logits materialised at once (~150 MB for Qwen)
 
 
-@functools.cache
 def _load_lm(name: str, device: str, dtype: Any) -> Any:
-    """One causal LM per (name, device, torch dtype) per process."""
-    from ragc.models import load_causal_lm
+    """The process-wide copy of the LM (shared with a decoder of the same model and dtype)."""
+    from ragc.models import shared_causal_lm
 
-    return load_causal_lm(name, device, dtype)
+    return shared_causal_lm(name, device, dtype)
 
 
 def windows(n_tokens: int, max_length: int, overlap: int) -> list[tuple[int, int, int]]:

@@ -144,6 +144,11 @@ def test_decoder_reads_concepts(trained: tuple[Path, dict], tiny_decoder_dir: Pa
     assert sum(p.length for p in soft) == ctx.kept_tokens  # every concept is one input position
     ans = dec.generate("How tall is Etna?", ctx)
     assert ans.prompt_tokens == prompt.length and ans.timings.prefill > 0
+    # One copy of the decoder in memory: the concept encoder hooks its LoRA into the same model.
+    assert comp.concepts().lm is dec.lm
+    before = dec.generate("How tall is Etna?", ctx)
+    comp.compress(None, scored(), 0.5)  # LoRA on and off again
+    assert dec.generate("How tall is Etna?", ctx).text == before.text
 
 
 def test_bad_input(
