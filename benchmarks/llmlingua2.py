@@ -6,9 +6,11 @@ Usage (from the repository root; nothing is downloaded)::
 
 Runs ``n`` questions (seed 0), hybrid retrieval, k=5, decoder qwen2.5-0.5b, through:
 the uncompressed pipeline (rate 1.0); ``truncate``, ``sentences``, ``random``,
-``perplexity`` (the teacher, on the decoder itself) and ``llmlingua2`` (the MiniLM
-student) at rates 0.5, 0.33 and 0.2; the question-aware composition
-``chain[sentences-xE->llmlingua2]`` at 0.33 (sentences keep E x 0.33, E = 1.5 and 1.2);
+``perplexity`` (the teacher, on the decoder itself), ``llmlingua2`` (the MiniLM
+student) and ``llmlingua2-clause`` (the same scores, whole clauses kept by their mean
+word score: ``unit="clause"``) at rates 0.5, 0.33 and 0.2; the question-aware
+compositions ``chain[sentences-xE->llmlingua2]`` at 0.33 (sentences keep E x 0.33,
+E = 1.5 and 1.2) and ``chain[sentences-x1.2->llmlingua2-clause]``;
 and the gold-paragraph oracle (only the question's gold paragraph, uncompressed) as the
 ceiling. Each run is resumable under ``runs/llmlingua2/<name>``. Writes
 ``benchmarks/results/llmlingua2.md`` with EM/F1, the achieved rate, compressor
@@ -39,6 +41,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "random": {"name": "random"},
     "perplexity": {"name": "perplexity", "model": DECODER},
     "llmlingua2": {"name": "llmlingua2"},
+    "llmlingua2-clause": {"name": "llmlingua2", "unit": "clause"},  # whole clauses by mean word score
 }
 
 
@@ -62,6 +65,9 @@ def specs(n: int, seed: int, decoder: str, cache_dir: str) -> list[EvalSpec]:
                 chain = {"name": "chain", "budget": 0.33, "expand": expand,
                          "stages": [{"name": "sentences"}, {"name": "llmlingua2"}]}
                 out.append(spec(f"chain[sentences-x{expand:g}->llmlingua2]@0.33", chain))
+            clause = {"name": "chain", "budget": 0.33, "expand": CHAIN_EXPANDS[-1],
+                      "stages": [{"name": "sentences"}, {"name": "llmlingua2", "unit": "clause"}]}
+            out.append(spec(f"chain[sentences-x{CHAIN_EXPANDS[-1]:g}->llmlingua2-clause]@0.33", clause))
     return out
 
 
@@ -149,7 +155,9 @@ def report(summaries: list[tuple[EvalSummary, float]], command: str, n: int) -> 
         "scores in the segment cache; the other perplexity rates reuse them, so their compress "
         f"times are warm-cache times. Compare speed against `perplexity@{RATES[0]:g}`. "
         "`chain[sentences-xE->llmlingua2]` keeps E x 0.33 of the tokens by query-aware sentence "
-        "ranking, then `llmlingua2` cuts to 0.33. `gold-oracle` reads only the question's gold "
+        "ranking, then `llmlingua2` cuts to 0.33. `llmlingua2-clause` uses the same word scores but "
+        "keeps whole clauses (text between punctuation, at most 12 words) ranked by their mean "
+        "word score. `gold-oracle` reads only the question's gold "
         "paragraph (the ceiling).",
         "",
         "![F1 vs prompt tokens, TTFT](llmlingua2.png)",

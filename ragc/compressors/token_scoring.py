@@ -7,7 +7,10 @@ each passage (higher = keep). The template does the rest, vectorised with numpy:
 2. cost each word in the **decoder's** tokens (each decoder token is charged to the word
    holding its last character, or to the next word if that character is whitespace);
 3. keep the highest-scoring words whose cumulative cost fits the target (globally across
-   passages, or per passage in proportion to length), force-kept words first;
+   passages, or per passage in proportion to length), force-kept words first; with
+   ``unit="clause"`` every word carries the mean score of its clause (text between
+   punctuation marks or line breaks, at most ``clause_words`` words), so whole clauses
+   are kept or dropped and the kept text stays readable to a small decoder;
 4. render each passage as its kept runs of consecutive words (original text inside a
    run, one space between runs), recount exactly, and trim or top up so the achieved
    size is within ``tolerance`` below the target and never above it.
@@ -28,6 +31,8 @@ from ragc.tokens import TokenCounter
 from ragc.types import Budget, CompressedContext, Scored, TextSegment
 
 Allocation = Literal["global", "per_passage"]
+Unit = Literal["word", "clause"]
+_CLAUSE_END = frozenset(",;:.!?)]}\"”»。，；：！？、")
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,6 +60,34 @@ def word_costs(counter: TokenCounter, text: str, spans: np.ndarray) -> np.ndarra
     return np.bincount(owner, minlength=len(spans)).astype(np.int64)
 
 
+def clause_ids(w: Words, max_words: int) -> np.ndarray:
+    """Clause index of each word: a clause ends after a punctuation word, before a line
+    break, or after ``max_words`` words (long clauses are cut into equal pieces)."""
+    n = len(w.spans)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    tokens = [w.text[a:b] for a, b in w.spans]
+    ends = np.fromiter((t in _CLAUSE_END for t in tokens), dtype=bool, count=n)
+    gaps = [w.text[b:a] for (_, b), (a, _) in zip(w.spans[:-1], w.spans[1:])]
+    ends[:-1] |= np.fromiter(("\n" in g for g in gaps), dtype=bool, count=n - 1)
+    raw = np.r_[0, np.cumsum(ends[:-1])]
+    # Cut clauses longer than max_words into ceil(len / max_words) near-equal pieces.
+    sizes = np.bincount(raw)
+    pieces = -(-sizes // max_words)
+    offset = np.r_[0, np.cumsum(pieces)[:-1]]
+    pos = np.arange(n) - np.r_[0, np.cumsum(sizes)[:-1]][raw]
+    return offset[raw] + (pos * pieces[raw]) // sizes[raw]
+
+
+def clause_scores(w: Words, scores: np.ndarray, max_words: int) -> np.ndarray:
+    """Each word's score replaced by the mean score of its clause."""
+    if len(scores) == 0:
+        return np.asarray(scores, dtype=np.float64)
+    ids = clause_ids(w, max_words)
+    means = np.bincount(ids, weights=scores) / np.bincount(ids)
+    return means[ids]
+
+
 def render(text: str, spans: np.ndarray, keep: np.ndarray) -> tuple[str, tuple[tuple[int, int], ...]]:
     """Kept words as runs of consecutive words, joined by single spaces; run spans."""
     idx = np.flatnonzero(keep)
@@ -77,12 +110,18 @@ class TokenScoringCompressor(Compressor):
             passage its share of the budget (proportional to its length).
         force_keep: words always kept when present (e.g. ``("?", "\\n")``), budget allowing.
         tolerance: the achieved size is within this fraction below the target.
+        unit: ``word`` (LLMLingua-2: each word on its own score) or ``clause`` (each word
+            scored by its clause's mean, so whole clauses are kept; ties keep a clause's
+            first words, so a clause cut at the budget edge keeps its beginning).
+        clause_words: the longest clause, in words, for ``unit="clause"``.
     """
 
     budget: float | int = 0.5
     allocation: Allocation = "global"
     force_keep: tuple[str, ...] = ()
     tolerance: float = 0.02
+    unit: Unit = "word"
+    clause_words: int = 12
 
     def __post_init__(self) -> None:
         from ragc.errors import InvalidArgumentError
@@ -94,6 +133,11 @@ class TokenScoringCompressor(Compressor):
             )
         if not 0 <= self.tolerance < 1:
             raise InvalidArgumentError(f"tolerance must be in [0, 1), got {self.tolerance}.")
+        if self.unit not in ("word", "clause"):
+            raise InvalidArgumentError(f"unit must be 'word' or 'clause', got {self.unit!r}.")
+        cw = self.clause_words
+        if isinstance(cw, bool) or not isinstance(cw, int) or cw < 1:
+            raise InvalidArgumentError(f"clause_words must be a positive integer, got {self.clause_words!r}.")
         self.force_keep = tuple(self.force_keep)
 
     @abstractmethod
@@ -111,6 +155,9 @@ class TokenScoringCompressor(Compressor):
             for sp in [word_spans(s.passage.text)]
         ]
         scores = self.score_words(query, passages, words)
+        if self.unit == "clause":
+            scores = [clause_scores(w, np.asarray(sc, dtype=np.float64), self.clause_words)
+                      for w, sc in zip(words, scores)]
         target = budget.target(identity.source_tokens)
         if self.allocation == "global":
             keeps = self._select(words, scores, target)

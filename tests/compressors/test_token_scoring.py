@@ -1,0 +1,81 @@
+"""Word- and clause-level selection in the token-scoring template (scores given, real tokenizer)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from ragc.compressors.token_scoring import TokenScoringCompressor, Words, clause_ids, clause_scores
+from ragc.errors import InvalidArgumentError
+from ragc.text import word_spans
+from ragc.tokens import TokenCounter
+from ragc.types import Passage, Scored
+
+TEXT = (
+    "Etna erupted in 1669, destroying the town of Catania; the lava reached the sea.\n"
+    "Mount Etna is the tallest active volcano in Europe."
+)
+
+
+def words(text: str = TEXT) -> Words:
+    spans = word_spans(text)
+    return Words(text, spans, np.ones(len(spans), dtype=np.int64))
+
+
+def clauses(w: Words, ids: np.ndarray) -> list[str]:
+    return [" ".join(w.text[a:b] for (a, b), c in zip(w.spans, ids) if c == i) for i in range(ids.max() + 1)]
+
+
+def test_clauses_end_at_punctuation_and_line_breaks_and_are_capped() -> None:
+    w = words()
+    assert clauses(w, clause_ids(w, 12)) == [
+        "Etna erupted in 1669 ,",
+        "destroying the town of Catania ;",
+        "the lava reached the sea .",
+        "Mount Etna is the tallest active volcano in Europe .",
+    ]
+    capped = clauses(w, clause_ids(w, 4))
+    assert capped[-3:] == ["Mount Etna is the", "tallest active volcano", "in Europe ."]  # 10 words: 4+3+3
+    assert all(len(c.split()) <= 4 for c in capped)
+    assert len(clause_ids(words(""), 12)) == 0
+    w2 = words("a b c")
+    assert clause_scores(w2, np.array([1.0, 2.0, 6.0]), 12).tolist() == [3.0, 3.0, 3.0]
+
+
+@dataclass
+class Scripted(TokenScoringCompressor):
+    """Scores every word by a fixed table: the capitalised words score 1, the rest 0."""
+
+    name = "scripted"
+
+    def score_words(self, query: str | None, passages: Sequence[Scored], words: Sequence[Words]) -> list:
+        return [np.array([float(w.text[a].isupper()) for a, _ in w.spans]) for w in words]
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.33])
+def test_clause_unit_keeps_whole_clauses_and_hits_the_budget(smol_counter: TokenCounter, rate: float) -> None:
+    passages = [Scored(Passage("p", TEXT, ""), 1.0, 0)]
+    by_word = Scripted(budget=rate)
+    by_word.bind(smol_counter)
+    by_clause = Scripted(budget=rate, unit="clause")
+    by_clause.bind(smol_counter)
+    ctx = by_clause.compress(None, passages)
+    seg = ctx.segments[0]
+    target = int(rate * ctx.source_tokens)
+    assert 0.98 * target <= ctx.kept_tokens <= target
+    # The clause with the best mean score (3 capitals in 10 words) comes whole.
+    assert "Mount Etna is the tallest active volcano in Europe." in seg.text
+    # Word units keep the capitals scattered over the passage: many more, shorter runs.
+    by_word_seg = by_word.compress(None, passages).segments[0]
+    assert len(seg.spans) < len(by_word_seg.spans)
+    assert by_word_seg.text != seg.text
+
+
+def test_bad_unit_settings() -> None:
+    with pytest.raises(InvalidArgumentError, match="unit must be"):
+        Scripted(unit="sentence")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="clause_words"):
+        Scripted(unit="clause", clause_words=0)
