@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ from ragc.training.soft import (
 from ragc.types import CompressedContext, Passage, Scored, SoftSegment, TextSegment
 
 RECONSTRUCT_QUESTION = "Repeat the context word for word."
+COLLAPSED = 0.95  # mean pairwise token cosine above which training warns of a collapsed projector
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -154,6 +156,23 @@ class Trainer:
         self.projector.load_state_dict(proj.state_dict())
         self.init_record = meta.get("training")
 
+    def token_cosine(self, limit: int = 256) -> float:
+        """Mean pairwise cosine between the tokens of up to ``limit`` training documents.
+
+        Near 1 means the projector collapsed to one generic token whatever the document
+        (the decoder then reads no document at all); distinct documents should differ.
+        """
+        import torch
+
+        vecs = torch.stack(list(self._emb.values())[:limit]).to(self.device)
+        if len(vecs) < 2:
+            return float("nan")
+        with torch.no_grad():
+            y = torch.nn.functional.normalize(self.projector(vecs).float(), dim=-1)
+        sim = y @ y.t()
+        n = len(y)
+        return float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1)))
+
     def embed(self, passages: Sequence[Passage]) -> None:
         """Retriever embeddings (unit, fp32) of every passage, in batches."""
         import torch
@@ -255,7 +274,7 @@ def train_xrag(
         tags=lambda batch: {"stage": batch[0].stage},
     )
 
-    record = {
+    record: dict[str, Any] = {
         "steps": len(batches),
         "stage1_steps": stage1_steps,
         "stage1_final_ce": last_mean(history, "ce", 1),
@@ -267,6 +286,14 @@ def train_xrag(
     if trainer.init_record is not None:
         record["continued_from"] = trainer.init_record
     trainer.projector.eval()
+    record["token_cosine"] = trainer.token_cosine()
+    if record["token_cosine"] > COLLAPSED:
+        warnings.warn(
+            f"The projector maps different documents to nearly the same token (mean pairwise cosine "
+            f"{record['token_cosine']:.3f} > {COLLAPSED}): it carries little about the document. "
+            "Train on more data or for longer.",
+            stacklevel=2,
+        )
     save_projector(trainer.projector, trainer.meta(record), out)
     ckpt_path.unlink(missing_ok=True)  # the artefact folder holds only what ships
     return record

@@ -62,6 +62,7 @@ def test_training_writes_a_tied_artefact(trained: tuple[Path, dict], tiny_decode
     assert meta["decoder"] == str(tiny_decoder_dir) and meta["decoder_hidden_size"] == 32
     assert meta["encoder"] == "minilm" and meta["encoder_dim"] == 384
     assert record["steps"] == 4 and record["stage1_steps"] == 2
+    assert -1 <= record["token_cosine"] <= 1 and meta["training"]["token_cosine"] == record["token_cosine"]
     assert record["stage2_final_kl"] >= 0
     assert (out / "weights.safetensors").stat().st_size < 8 * 1024 * 1024
 
@@ -245,6 +246,11 @@ def test_training_continues_from_a_projector_of_the_same_pair(
     start = load_file(str(out / "weights.safetensors"))
     got = trainer.projector.state_dict()
     assert all(torch.allclose(got[k], start[k].float()) for k in start)  # not a fresh init
+    trainer.embed([p for p in DOCS if p.text.strip()])
+    assert trainer.token_cosine() < 0.999  # distinct documents, distinct tokens
+    with torch.no_grad():
+        trainer.projector[-1].weight.zero_()  # a collapsed projector: one token for every document
+    assert trainer.token_cosine() == pytest.approx(1.0, abs=1e-5)
     again = tx.train_xrag(tmp_path / "more", cfg, device="cpu", progress=False)
     assert again["steps"] == 1 and again["continued_from"]["stage1_paragraphs"] == 6
     # The packaged qwen projector cannot seed training for another decoder.
