@@ -167,25 +167,26 @@ def new_concepts(
     """Fresh LoRA (B = 0) and head on ``lm``: zero for the residual format, else a scaled identity."""
     import torch
 
-    d = int(lm.config.hidden_size)
-    lora = LoRA(lm, targets, rank, alpha)
     if fmt not in FORMATS:
         raise InvalidArgumentError(f"unknown CompLLM format {fmt!r}; known: {', '.join(FORMATS)}.")
+    d = int(lm.config.hidden_size)
+    lora = LoRA(lm, targets, rank, alpha)
     head = new_head(d).to(lm.get_input_embeddings().weight.device)
     with torch.no_grad():
         head.bias.zero_()
         if fmt == FORMAT:
-            head.weight.zero_()
-        # Final hidden states are RMS-normalised, token embeddings are much smaller: start
-        # the head as a scaled identity that maps one scale onto the other.
-        emb = lm.get_input_embeddings().weight.float()
-        norm = getattr(lm.base_model, "norm", None)
-        gain = (
-            float(norm.weight.float().abs().mean()) if norm is not None and hasattr(norm, "weight") else 1.0
-        )
-        scale = float(emb.pow(2).mean().sqrt()) / gain
-        if fmt != FORMAT:
-            head.weight.copy_(torch.eye(d) * scale)
+            head.weight.zero_()  # residual: the pooled embeddings alone at the start
+        else:
+            # Final hidden states are RMS-normalised, token embeddings are much smaller:
+            # start the head as a scaled identity that maps one scale onto the other.
+            emb = lm.get_input_embeddings().weight.float()
+            norm = getattr(lm.base_model, "norm", None)
+            gain = (
+                float(norm.weight.float().abs().mean())
+                if norm is not None and hasattr(norm, "weight")
+                else 1.0
+            )
+            head.weight.copy_(torch.eye(d) * (float(emb.pow(2).mean().sqrt()) / gain))
     meta = {
         "format": fmt,
         "decoder": decoder,

@@ -30,13 +30,6 @@ Pooling = Literal["max", "mean", "sum"]
 _HEAD_CHUNK = 256  # rows of (chunk, vocab) logits materialised at once (~150 MB for Qwen)
 
 
-def _load_lm(name: str, device: str, dtype: Any) -> Any:
-    """The process-wide copy of the LM (shared with a decoder of the same model and dtype)."""
-    from ragc.models import shared_causal_lm
-
-    return shared_causal_lm(name, device, dtype)
-
-
 def windows(n_tokens: int, max_length: int, overlap: int) -> list[tuple[int, int, int]]:
     """``(start, end, scored_from)`` token windows covering ``n_tokens`` tokens.
 
@@ -179,9 +172,11 @@ class PerplexityCompressor(TokenScoringCompressor):
 
     def _lm(self) -> Any:
         from ragc.device import default_device, resolve_dtype
+        from ragc.models import shared_causal_lm
 
         device = self.device or default_device()
-        return _load_lm(self.model, device, resolve_dtype(self.dtype, device))
+        # The process-wide copy: shared with a decoder of the same model, device and dtype.
+        return shared_causal_lm(self.model, device, resolve_dtype(self.dtype, device))
 
     def _tokenizer(self) -> Any:
         from ragc.models import load_tokenizer
