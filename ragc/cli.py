@@ -242,6 +242,8 @@ def cmd_train_xrag(args: argparse.Namespace) -> int:
         decoder=args.decoder, encoder=args.encoder, stage1_paragraphs=args.stage1,
         stage2_questions=args.stage2, max_target_tokens=args.max_target_tokens,
         batch_size=args.batch_size, lr=args.lr, kl_weight=args.kl_weight, seed=args.seed, init=args.init,
+        contrast_weight=args.contrast_weight, contrast_margin=args.contrast_margin,
+        norm_output=args.norm_output,
     )
     record = train_xrag(args.out, cfg, device=args.device)
     print(json.dumps(record, indent=2))
@@ -374,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--kl-weight", type=float, default=1.0, help="weight of the KL term in stage 2")
+    t.add_argument("--contrast-weight", type=float, default=1.0,
+                   help="weight of the hinge asking a document's own token to explain its target better "
+                        "than another document's token (0 = off; without it the projector can collapse)")
+    t.add_argument("--contrast-margin", type=float, default=0.3, help="hinge margin in nats per target token")
+    t.add_argument("--norm-output", action=argparse.BooleanOptionalAction, default=True,
+                   help="rescale every token to the decoder's median input-embedding norm (default on)")
     t.add_argument("--init", help="continue from a projector: 'packaged' or a folder (same decoder and "
                         "encoder); use --stage1 0 to train stage 2 only")
     t.add_argument("--seed", type=int, default=0)

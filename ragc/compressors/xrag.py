@@ -14,9 +14,9 @@ is encoded once however many questions retrieve it.
 
 Artefact (a folder; ``weights="packaged"`` is ``ragc/data/xrag/<decoder>/``):
 
-- ``config.json``: ``format`` (``"ragc-xrag/1"``), ``encoder`` and ``encoder_dim``,
+- ``config.json``: ``format`` (``"ragc-xrag/2"``), ``encoder`` and ``encoder_dim``,
   ``encoder_fingerprint``, ``decoder``, ``decoder_hidden_size``, ``decoder_vocab_size``,
-  ``depth`` and the training record;
+  ``depth``, ``output_norm`` and the training record;
 - ``weights.safetensors``: the projector (fp16).
 
 Loading checks the artefact against the bound decoder and the configured encoder and
@@ -38,23 +38,59 @@ from ragc.compressors.base import Compressor, Output
 from ragc.errors import InvalidArgumentError, ModelIntegrityError
 from ragc.types import Budget, CompressedContext, Scored, SoftSegment, TextSegment
 
-FORMAT = "ragc-xrag/1"
+FORMAT = "ragc-xrag/2"
+FORMATS = ("ragc-xrag/1", FORMAT)  # /1: no output_norm (the MLP's raw output)
 
 
 class ProjectorMismatchError(ModelIntegrityError):
     """An xRAG projector was trained for another (encoder, decoder) pair."""
 
 
-def new_projector(d_in: int, d_model: int, depth: int = 2) -> Any:
-    """xRAG's ``mlp2x_gelu``: Linear(d_in, d_model), then (GELU, Linear(d_model, d_model)) x (depth-1)."""
+def new_projector(d_in: int, d_model: int, depth: int = 2, output_norm: float | None = None) -> Any:
+    """xRAG's ``mlp2x_gelu``: Linear(d_in, d_model), then (GELU, Linear(d_model, d_model)) x (depth-1).
+
+    With ``output_norm`` (format /2) every output is rescaled to that L2 norm, the typical
+    norm of the decoder's own input embeddings: a raw MLP output can sit far off the
+    embedding manifold (7x larger than any qwen2.5 token, 3.5x smaller than a SmolLM2 one),
+    where the decoder does not read it like a token.
+    """
     from torch import nn
 
     if depth < 1:
         raise InvalidArgumentError(f"depth must be >= 1, got {depth}.")
+    if output_norm is not None and not output_norm > 0:
+        raise InvalidArgumentError(f"output_norm must be > 0, got {output_norm!r}.")
     layers: list[Any] = [nn.Linear(d_in, d_model)]
     for _ in range(depth - 1):
         layers += [nn.GELU(), nn.Linear(d_model, d_model)]
+    if output_norm is not None:
+        layers.append(_fixed_norm_class()(output_norm))
     return nn.Sequential(*layers)
+
+
+@functools.cache
+def _fixed_norm_class() -> type:
+    from torch import nn
+
+    class FixedNorm(nn.Module):
+        """Rescale each row to a fixed L2 norm (no parameters, so no state-dict entries)."""
+
+        def __init__(self, norm: float) -> None:
+            super().__init__()
+            self.norm = float(norm)
+
+        def forward(self, x: Any) -> Any:
+            return nn.functional.normalize(x, dim=-1) * self.norm
+
+        def extra_repr(self) -> str:
+            return f"norm={self.norm:.4g}"
+
+    return FixedNorm
+
+
+def embedding_norm(lm: Any) -> float:
+    """Median L2 norm of a causal LM's input-embedding rows (the ``output_norm`` to train with)."""
+    return float(lm.get_input_embeddings().weight.detach().float().norm(dim=-1).median())
 
 
 def encoder_fingerprint(model: Any) -> str:
@@ -93,8 +129,10 @@ def decoder_shape(decoder: str) -> tuple[int, int]:
 
 def check_artefact(meta: dict[str, Any], *, encoder: str, encoder_fp: str, decoder: str, where: Path) -> None:
     """Raise :class:`ProjectorMismatchError` unless ``meta`` was trained for this pair."""
-    if meta.get("format") != FORMAT:
-        raise ProjectorMismatchError(f"{where} has format {meta.get('format')!r}, expected {FORMAT!r}.")
+    if meta.get("format") not in FORMATS:
+        raise ProjectorMismatchError(
+            f"{where} has format {meta.get('format')!r}, expected one of {', '.join(FORMATS)}."
+        )
     if meta["decoder"] != decoder:
         raise ProjectorMismatchError(
             f"The xRAG projector in {where} was trained for decoder {meta['decoder']!r}, but the "
@@ -136,8 +174,9 @@ def load_projector(folder: Path) -> tuple[Any, dict[str, Any]]:
     from safetensors.torch import load_file
 
     meta = json.loads((folder / CONFIG_FILE).read_text("utf-8"))
+    norm = meta.get("output_norm") if meta.get("format") == FORMAT else None
     proj = new_projector(
-        int(meta["encoder_dim"]), int(meta["decoder_hidden_size"]), int(meta.get("depth", 2))
+        int(meta["encoder_dim"]), int(meta["decoder_hidden_size"]), int(meta.get("depth", 2)), norm
     )
     state = {k: v.float() for k, v in load_file(str(folder / WEIGHTS_FILE)).items()}
     try:

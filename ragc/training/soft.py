@@ -86,6 +86,28 @@ def target_logits(
     return [out.logits[b, s - 1 : s - 1 + n].float() for b, (s, n) in enumerate(zip(starts, lengths))]
 
 
+def sample_ce(logits: Sequence[Any], targets: Sequence[Sequence[int]]) -> Any:
+    """Per-sample mean cross-entropy ``(B,)`` of ``targets`` under ``logits`` (``(len, V)`` each)."""
+    import torch
+    import torch.nn.functional as F
+
+    device = logits[0].device
+    return torch.stack([F.cross_entropy(s, torch.tensor(t, device=device)) for s, t in zip(logits, targets)])
+
+
+def contrast_loss(own: Any, other: Any, margin: float) -> tuple[Any, dict[str, float]]:
+    """Hinge pushing each target's cross-entropy from its own soft input (``own``, ``(B,)``)
+    at least ``margin`` below its cross-entropy from another document's (``other``).
+
+    Without it a small frozen decoder can reach a low loss with one generic token that
+    ignores the document (the projector collapses); the hinge only pays for specificity.
+    """
+    import torch
+
+    gap = other - own
+    return torch.relu(margin - gap).mean(), {"gap": gap.mean().item()}
+
+
 def distill_loss(
     student: Sequence[Any], targets: Sequence[Sequence[int]], teacher: Sequence[Any] | None, kl_weight: float
 ) -> tuple[Any, dict[str, float]]:
@@ -93,10 +115,7 @@ def distill_loss(
     import torch
     import torch.nn.functional as F
 
-    device = student[0].device
-    ce = torch.stack(
-        [F.cross_entropy(s, torch.tensor(t, device=device)) for s, t in zip(student, targets)]
-    ).mean()
+    ce = sample_ce(student, targets).mean()
     stats = {"ce": ce.item()}
     if teacher is None or kl_weight == 0:
         return ce, stats

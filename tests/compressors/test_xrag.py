@@ -40,6 +40,7 @@ def trained(tiny_decoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         batch_size=4,
         max_target_tokens=16,
         checkpoint_every=2,
+        align_steps=3,
     )
     record = train_xrag(out, cfg, device="cpu", progress=False)
     return out, record
@@ -64,6 +65,8 @@ def test_training_writes_a_tied_artefact(trained: tuple[Path, dict], tiny_decode
     assert record["steps"] == 4 and record["stage1_steps"] == 2
     assert -1 <= record["token_cosine"] <= 1 and meta["training"]["token_cosine"] == record["token_cosine"]
     assert record["stage2_final_kl"] >= 0
+    assert meta["format"] == "ragc-xrag/2" and meta["output_norm"] > 0
+    assert record["align_final_loss"] > 0 and "stage1_final_gap" in record
     assert (out / "weights.safetensors").stat().st_size < 8 * 1024 * 1024
 
 
@@ -74,6 +77,8 @@ def test_one_soft_token_per_document_in_rank_order(
     ctx = comp.compress("Who decoded the dance?", scored())
     assert [s.passage_ids for s in ctx.segments] == [("etna",), ("bees",), ("tides",)]  # empty doc skipped
     assert all(isinstance(s, SoftSegment) and s.embeddings.shape == (1, 32) for s in ctx.segments)
+    norm = comp._state[3]["output_norm"]  # format /2: every token has the decoder's typical norm
+    assert all(float(s.embeddings.norm()) == pytest.approx(norm, rel=1e-3) for s in ctx.segments)
     assert ctx.kept_tokens == 3 and ctx.source_tokens > 20
     # Different documents give different tokens; the same document the same token.
     a, b = (s.embeddings for s in ctx.segments[:2])  # type: ignore[union-attr]
@@ -164,7 +169,7 @@ def test_interrupted_training_resumes_to_the_same_weights(
     assert not (out / tx.CHECKPOINT).exists()  # a finished run leaves only the artefact
     cfg = tx.XRAGTrainConfig(
         decoder=str(tiny_decoder_dir), stage1_paragraphs=6, stage2_questions=6, batch_size=4,
-        max_target_tokens=16, checkpoint_every=2,
+        max_target_tokens=16, checkpoint_every=2, align_steps=3,
     )
     real, calls = tx.Trainer.loss, []
 
@@ -249,12 +254,74 @@ def test_training_continues_from_a_projector_of_the_same_pair(
     trainer.embed([p for p in DOCS if p.text.strip()])
     assert trainer.token_cosine() < 0.999  # distinct documents, distinct tokens
     with torch.no_grad():
-        trainer.projector[-1].weight.zero_()  # a collapsed projector: one token for every document
+        trainer.projector[-2].weight.zero_()  # a collapsed projector: one token for every document
     assert trainer.token_cosine() == pytest.approx(1.0, abs=1e-5)
     again = tx.train_xrag(tmp_path / "more", cfg, device="cpu", progress=False)
     assert again["steps"] == 1 and again["continued_from"]["stage1_paragraphs"] == 6
+    mixed = tx.XRAGTrainConfig(decoder=str(tiny_decoder_dir), stage1_paragraphs=0, stage2_questions=4,
+                               init=str(out), norm_output=False)
+    with pytest.raises(InvalidArgumentError, match="output_norm"):
+        tx.Trainer(mixed, "cpu")
     # The packaged qwen projector cannot seed training for another decoder.
     bad = tx.XRAGTrainConfig(decoder=str(tiny_decoder_dir), stage1_paragraphs=0, stage2_questions=4,
                              init=str(packaged_dir("xrag", "qwen2.5-0.5b")))
     with pytest.raises(ProjectorMismatchError, match=r"trained for decoder .qwen2\.5-0\.5b"):
         tx.Trainer(bad, "cpu")
+
+
+def test_format_1_projector_loads_without_output_norm(
+    trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path
+) -> None:
+    """A /1 artefact (raw MLP output, as the packaged qwen projector) still loads and runs unscaled."""
+    old = tmp_path / "v1"
+    old.mkdir()
+    meta = json.loads((trained[0] / CONFIG_FILE).read_text())
+    norm = meta.pop("output_norm")
+    meta["format"] = "ragc-xrag/1"
+    (old / CONFIG_FILE).write_text(json.dumps(meta))
+    (old / "weights.safetensors").write_bytes((trained[0] / "weights.safetensors").read_bytes())
+    new = bound(trained[0], str(tiny_decoder_dir), tmp_path).compress(None, scored())
+    raw = bound(old, str(tiny_decoder_dir), tmp_path).compress(None, scored())
+    for a, b in zip(new.segments, raw.segments):
+        x, y = a.embeddings, b.embeddings  # type: ignore[union-attr]
+        assert torch.allclose(x, torch.nn.functional.normalize(y, dim=-1) * norm, atol=1e-4)
+    meta["format"] = "ragc-xrag/9"
+    (old / CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ProjectorMismatchError, match="format"):
+        bound(old, str(tiny_decoder_dir), tmp_path)
+
+
+def test_contrast_hinge_pays_only_below_the_margin() -> None:
+    from ragc.training.soft import contrast_loss
+
+    own = torch.tensor([1.0, 2.0], requires_grad=True)
+    other = torch.tensor([2.0, 2.1], requires_grad=True)
+    loss, stats = contrast_loss(own, other, 0.3)
+    assert float(loss.detach()) == pytest.approx(0.1) and stats["gap"] == pytest.approx(0.55)
+    loss.backward()
+    # only the second pair (gap 0.1 < 0.3) gets gradient: lower its own CE, raise the other's
+    assert own.grad.tolist() == pytest.approx([0.0, 0.5])
+    assert other.grad.tolist() == pytest.approx([0.0, -0.5])
+
+
+def test_contrast_needs_distinct_documents_and_alignment_learns(tiny_decoder_dir: Path) -> None:
+    from ragc.training import xrag as tx
+
+    cfg = tx.XRAGTrainConfig(decoder=str(tiny_decoder_dir), stage1_paragraphs=4, stage2_questions=0,
+                             max_target_tokens=8)
+    trainer = tx.Trainer(cfg, "cpu")
+    docs = [p for p in DOCS if p.text.strip()]
+    trainer.embed(docs)
+    ids = trainer.dec.tokenizer
+    ex = [tx.Example(p, tx.RECONSTRUCT_QUESTION, (*ids(p.text)["input_ids"][:8], 0), 1) for p in docs]
+    assert "gap" in trainer.loss(ex)[1]
+    assert "gap" not in trainer.loss([ex[0], ex[0]])[1]  # the same document twice is no negative
+    first = tx.Trainer(cfg, "cpu")
+    first.embed(docs)
+    assert trainer.align(docs, 40, False) < first.align(docs, 1, False)
+    with pytest.raises(InvalidArgumentError, match="contrast"):
+        tx.XRAGTrainConfig(contrast_weight=-1.0)
+    with pytest.raises(InvalidArgumentError, match="align_steps"):
+        tx.XRAGTrainConfig(align_steps=-1)
+    unnormed = tx.XRAGTrainConfig(decoder=str(tiny_decoder_dir), norm_output=False, stage1_paragraphs=4)
+    assert tx.Trainer(unnormed, "cpu").output_norm is None
