@@ -243,7 +243,7 @@ def cmd_train_xrag(args: argparse.Namespace) -> int:
         stage2_questions=args.stage2, max_target_tokens=args.max_target_tokens,
         batch_size=args.batch_size, lr=args.lr, kl_weight=args.kl_weight, seed=args.seed, init=args.init,
         contrast_weight=args.contrast_weight, contrast_margin=args.contrast_margin,
-        norm_output=args.norm_output,
+        norm_output=args.norm_output, align_steps=args.align_steps,
     )
     record = train_xrag(args.out, cfg, device=args.device)
     print(json.dumps(record, indent=2))
@@ -382,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--contrast-margin", type=float, default=0.3, help="hinge margin in nats per target token")
     t.add_argument("--norm-output", action=argparse.BooleanOptionalAction, default=True,
                    help="rescale every token to the decoder's median input-embedding norm (default on)")
+    t.add_argument("--align-steps", type=int, default=200,
+                   help="stage-0 lexical warm start steps (no decoder forward; 0 = off; skipped with --init)")
     t.add_argument("--init", help="continue from a projector: 'packaged' or a folder (same decoder and "
                         "encoder); use --stage1 0 to train stage 2 only")
     t.add_argument("--seed", type=int, default=0)
