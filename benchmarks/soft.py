@@ -15,7 +15,8 @@ for every question: cold), CompLLM 2x with a cache that starts empty and fills a
 questions arrive (streaming), and the same questions again with the cache warm. Reports
 compression time per question, hit rate and bytes on disk.
 
-Writes ``benchmarks/results/soft.md`` (+ ``soft.png``). Runs resume under ``runs/soft``.
+Writes ``benchmarks/results/soft.md`` (+ ``soft.png``; ``--report-name`` for another stem).
+Runs resume under ``runs/soft``.
 ``--import-run rag-k5=runs/llmlingua2/uncompressed`` takes a run's rows from another
 benchmark's run of the *identical* spec (same pipeline, dataset, questions, seed and
 corpus; checked) instead of answering the questions again; the report says so.
@@ -121,6 +122,7 @@ def report(
     command: str,
     runs: Path,
     imported: dict[str, Path] | None = None,
+    plot_file: str = "soft.png",
 ) -> str:
     base = next((s for s in main if s.name == "closed-book"), None)
     out = [
@@ -170,7 +172,7 @@ def report(
             + ", ".join(f"{k} hit rate {v:.1%}" for k, v in stats.items())
             + ".",
         ]
-    out += ["", "![F1 vs prompt tokens, TTFT](soft.png)", ""]
+    out += ["", f"![F1 vs prompt tokens, TTFT]({plot_file})", ""]
     return "\n".join(out)
 
 
@@ -187,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=Path, default=Path("runs/soft"))
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--only", default="", help="comma-separated run names (default: all)")
+    p.add_argument("--report-name", default="soft", help="report file stem: <out>/<name>.md and .png")
     p.add_argument(
         "--import-run",
         action="append",
@@ -230,10 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         if hit_rates:
             (args.runs / "reuse-stats.json").write_text(json.dumps(hit_rates), encoding="utf-8")
     args.out.mkdir(parents=True, exist_ok=True)
-    plot(done, args.out / "soft.png")
+    plot(done, args.out / f"{args.report_name}.png")
     command = shlex.join(["python", "benchmarks/soft.py", *(sys.argv[1:] if argv is None else argv)])
-    text = report(done, reuse_done, command, args.runs, imported)
-    (args.out / "soft.md").write_text(text, encoding="utf-8")
+    text = report(done, reuse_done, command, args.runs, imported, f"{args.report_name}.png")
+    (args.out / f"{args.report_name}.md").write_text(text, encoding="utf-8")
     print(text)
     return 0
 
