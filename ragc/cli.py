@@ -243,7 +243,7 @@ def cmd_train_xrag(args: argparse.Namespace) -> int:
         stage2_questions=args.stage2, max_target_tokens=args.max_target_tokens,
         batch_size=args.batch_size, lr=args.lr, kl_weight=args.kl_weight, seed=args.seed, init=args.init,
         contrast_weight=args.contrast_weight, contrast_margin=args.contrast_margin,
-        norm_output=args.norm_output, align_steps=args.align_steps,
+        norm_output=args.norm_output, align_steps=args.align_steps, align_paragraphs=args.align_paragraphs,
     )
     record = train_xrag(args.out, cfg, device=args.device)
     print(json.dumps(record, indent=2))
@@ -384,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rescale every token to the decoder's median input-embedding norm (default on)")
     t.add_argument("--align-steps", type=int, default=200,
                    help="stage-0 lexical warm start steps (no decoder forward; 0 = off; skipped with --init)")
+    t.add_argument("--align-paragraphs", type=int, default=0,
+                   help="extra SQuAD train paragraphs for the warm start, beyond the stages' own")
     t.add_argument("--init", help="continue from a projector: 'packaged' or a folder (same decoder and "
                         "encoder); use --stage1 0 to train stage 2 only")
     t.add_argument("--seed", type=int, default=0)

@@ -78,6 +78,7 @@ class XRAGTrainConfig:
     depth: int = 2
     norm_output: bool = True  # rescale tokens to the decoder's median embedding norm (format /2)
     align_steps: int = 200  # stage 0: lexical alignment warm start (0 = off; skipped with init)
+    align_paragraphs: int = 0  # extra SQuAD train paragraphs for stage 0 (beyond the stages' own)
     checkpoint_every: int = 25
     init: str | None = None  # "packaged" or a projector folder to continue from (same pair)
 
@@ -89,6 +90,7 @@ class XRAGTrainConfig:
             "batch_size",
             "checkpoint_every",
             "align_steps",
+            "align_paragraphs",
         ):
             v = getattr(self, name)
             low = 0 if name.startswith(("stage", "align")) else 1
@@ -130,6 +132,16 @@ def squad_examples(cfg: XRAGTrainConfig, tokenizer: Any) -> list[Example]:
     out = [Example(p, RECONSTRUCT_QUESTION, ids(p.text, cfg.max_target_tokens), 1) for p in paragraphs]
     out += [Example(by_id[q.gold_passage_id], q.question, ids(q.answers[0], 24), 2) for q in questions]
     return out
+
+
+def align_paragraphs(cfg: XRAGTrainConfig) -> list[Passage]:
+    """``cfg.align_paragraphs`` extra SQuAD **train** paragraphs for stage 0 (seeded, own stream)."""
+    if not cfg.align_paragraphs:
+        return []
+    from ragc.eval.datasets import load_squad
+
+    corpus = list(load_squad("train").corpus)
+    return random.Random(f"{cfg.seed}:align-data").sample(corpus, min(cfg.align_paragraphs, len(corpus)))
 
 
 class Trainer:
@@ -358,7 +370,9 @@ def train_xrag(
     trainer.projector.train()
     align_loss = None
     if cfg.align_steps and cfg.init is None and not ckpt_path.is_file():  # a resumed run restores its params
-        align_loss = trainer.align([ex.passage for ex in examples], cfg.align_steps, progress)
+        docs = [ex.passage for ex in examples] + align_paragraphs(cfg)
+        trainer.embed(docs)
+        align_loss = trainer.align(docs, cfg.align_steps, progress)
     params = list(trainer.projector.parameters())
     history = optimise(
         params,
