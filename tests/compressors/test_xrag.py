@@ -323,5 +323,11 @@ def test_contrast_needs_distinct_documents_and_alignment_learns(tiny_decoder_dir
         tx.XRAGTrainConfig(contrast_weight=-1.0)
     with pytest.raises(InvalidArgumentError, match="align_steps"):
         tx.XRAGTrainConfig(align_steps=-1)
+    with pytest.raises(InvalidArgumentError, match="align_paragraphs"):
+        tx.XRAGTrainConfig(align_paragraphs=-1)
+    extra = tx.align_paragraphs(tx.XRAGTrainConfig(align_paragraphs=5))
+    assert len({p.id for p in extra}) == 5
+    assert extra == tx.align_paragraphs(tx.XRAGTrainConfig(align_paragraphs=5))  # seeded
+    assert tx.align_paragraphs(tx.XRAGTrainConfig()) == []
     unnormed = tx.XRAGTrainConfig(decoder=str(tiny_decoder_dir), norm_output=False, stage1_paragraphs=4)
     assert tx.Trainer(unnormed, "cpu").output_norm is None
