@@ -46,6 +46,14 @@ def trained(tiny_decoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return out, record
 
 
+def artefact_copy(src: Path, dst: Path, meta: dict) -> Path:
+    """``src``'s weights under ``dst`` with ``meta`` as its config (a forged or older artefact)."""
+    dst.mkdir()
+    (dst / CONFIG_FILE).write_text(json.dumps(meta))
+    (dst / "weights.safetensors").write_bytes((src / "weights.safetensors").read_bytes())
+    return dst
+
+
 def bound(weights: Path | str, decoder: str, cache_dir: Path, **kw: object) -> XRAGCompressor:
     from ragc.models import load_tokenizer
 
@@ -131,12 +139,9 @@ def test_projector_for_another_decoder_is_rejected(trained: tuple[Path, dict], t
 def test_projector_for_another_encoder_is_rejected(
     trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path
 ) -> None:
-    forged = tmp_path / "forged"
-    forged.mkdir()
     meta = json.loads((trained[0] / CONFIG_FILE).read_text())
     meta["encoder_fingerprint"] = "0" * 32
-    (forged / CONFIG_FILE).write_text(json.dumps(meta))
-    (forged / "weights.safetensors").write_bytes((trained[0] / "weights.safetensors").read_bytes())
+    forged = artefact_copy(trained[0], tmp_path / "forged", meta)
     with pytest.raises(ProjectorMismatchError, match="tied to one retriever"):
         bound(forged, str(tiny_decoder_dir), tmp_path)
 
@@ -282,14 +287,12 @@ def test_training_continues_from_a_projector_of_the_same_pair(
 def test_format_1_projector_loads_without_output_norm(
     trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path
 ) -> None:
-    """A /1 artefact (raw MLP output, as the packaged qwen projector) still loads and runs unscaled."""
-    old = tmp_path / "v1"
-    old.mkdir()
+    """A /1 artefact (raw MLP output, as projectors trained before output_norm) still loads and
+    runs unscaled."""
     meta = json.loads((trained[0] / CONFIG_FILE).read_text())
     norm = meta.pop("output_norm")
     meta["format"] = "ragc-xrag/1"
-    (old / CONFIG_FILE).write_text(json.dumps(meta))
-    (old / "weights.safetensors").write_bytes((trained[0] / "weights.safetensors").read_bytes())
+    old = artefact_copy(trained[0], tmp_path / "v1", meta)
     new = bound(trained[0], str(tiny_decoder_dir), tmp_path).compress(None, scored())
     raw = bound(old, str(tiny_decoder_dir), tmp_path).compress(None, scored())
     for a, b in zip(new.segments, raw.segments):
