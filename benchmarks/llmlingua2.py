@@ -10,7 +10,8 @@ the uncompressed pipeline (rate 1.0); ``truncate``, ``sentences``, ``random``,
 student) and ``llmlingua2-clause`` (the same scores, whole clauses kept by their mean
 word score: ``unit="clause"``) at rates 0.5, 0.33 and 0.2; the question-aware
 compositions ``chain[sentences-xE->llmlingua2]`` at 0.33 (sentences keep E x 0.33,
-E = 1.5 and 1.2) and ``chain[sentences-x1.2->llmlingua2-clause]``;
+E = 1.5 and 1.2), ``chain[sentences-x1.2->llmlingua2-clause]`` and ``tiered-vS`` (the best
+sentences verbatim in a share S of the budget, the next ones cut by llmlingua2-clause);
 and the gold-paragraph oracle (only the question's gold paragraph, uncompressed) as the
 ceiling. Each run is resumable under ``runs/llmlingua2/<name>``. Writes
 ``benchmarks/results/llmlingua2.md`` with EM/F1, the achieved rate, compressor
@@ -35,6 +36,9 @@ from ragc.types import Scored
 DECODER = "qwen2.5-0.5b"
 RATES = (0.33, 0.5, 0.2)  # run order: the headline rate first (the table lists 0.5, 0.33, 0.2)
 CHAIN_EXPANDS = (1.5, 1.2)  # sentences keep 0.5 (0.4) of the tokens, then llmlingua2 cuts to 0.33
+# tiered: the best sentences fill this share of the budget verbatim, llmlingua2-clause the rest
+# (0.7 is the compressor's default, fixed before these runs; 0.5 and 0.9 bracket it).
+TIERED_VERBATIM = (0.5, 0.7, 0.9)
 METHODS: dict[str, dict[str, Any]] = {
     "truncate": {"name": "truncate"},
     "sentences": {"name": "sentences"},
@@ -47,8 +51,12 @@ METHODS: dict[str, dict[str, Any]] = {
 
 def specs(n: int, seed: int, decoder: str, cache_dir: str) -> list[EvalSpec]:
     def spec(name: str, compressor: dict[str, Any], retriever: str = "hybrid") -> EvalSpec:
-        cfg = {"retriever": {"name": retriever}, "compressor": compressor,
-               "decoder": {"name": "hf", "model": decoder}, "k": 5}
+        cfg = {
+            "retriever": {"name": retriever},
+            "compressor": compressor,
+            "decoder": {"name": "hf", "model": decoder},
+            "k": 5,
+        }
         return EvalSpec(name, cfg, "squad-dev", n, seed, (1, 5, 20))
 
     out = [spec("uncompressed", {"name": "none"})]
@@ -62,12 +70,23 @@ def specs(n: int, seed: int, decoder: str, cache_dir: str) -> list[EvalSpec]:
             out.append(spec(f"{method}@{rate:g}", {**params, **extra, "budget": rate}))
         if rate == 0.33:  # the compositions right after the headline rate
             for expand in CHAIN_EXPANDS:
-                chain = {"name": "chain", "budget": 0.33, "expand": expand,
-                         "stages": [{"name": "sentences"}, {"name": "llmlingua2"}]}
+                chain = {
+                    "name": "chain",
+                    "budget": 0.33,
+                    "expand": expand,
+                    "stages": [{"name": "sentences"}, {"name": "llmlingua2"}],
+                }
                 out.append(spec(f"chain[sentences-x{expand:g}->llmlingua2]@0.33", chain))
-            clause = {"name": "chain", "budget": 0.33, "expand": CHAIN_EXPANDS[-1],
-                      "stages": [{"name": "sentences"}, {"name": "llmlingua2", "unit": "clause"}]}
+            clause = {
+                "name": "chain",
+                "budget": 0.33,
+                "expand": CHAIN_EXPANDS[-1],
+                "stages": [{"name": "sentences"}, {"name": "llmlingua2", "unit": "clause"}],
+            }
             out.append(spec(f"chain[sentences-x{CHAIN_EXPANDS[-1]:g}->llmlingua2-clause]@0.33", clause))
+            for share in TIERED_VERBATIM:
+                tiered = {"name": "tiered", "budget": 0.33, "verbatim": share}  # default stages
+                out.append(spec(f"tiered-v{share:g}@0.33", tiered))
     return out
 
 
@@ -157,7 +176,9 @@ def report(summaries: list[tuple[EvalSummary, float]], command: str, n: int) -> 
         "`chain[sentences-xE->llmlingua2]` keeps E x 0.33 of the tokens by query-aware sentence "
         "ranking, then `llmlingua2` cuts to 0.33. `llmlingua2-clause` uses the same word scores but "
         "keeps whole clauses (text between punctuation, at most 12 words) ranked by their mean "
-        "word score. `gold-oracle` reads only the question's gold "
+        "word score. `tiered-vS` (LongLLMLingua's rank-dependent ratio as a composition) keeps the "
+        "best-ranked sentences whole in a share S of the budget and cuts the next-ranked ones "
+        "(2x the rest) to the rest with `llmlingua2-clause`. `gold-oracle` reads only the question's gold "
         "paragraph (the ceiling).",
         "",
         "![F1 vs prompt tokens, TTFT](llmlingua2.png)",
@@ -174,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=Path, default=Path("runs/llmlingua2"))
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--only", default="", help="comma-separated run names (default: all)")
+    p.add_argument(
+        "--report-name",
+        default="llmlingua2",
+        help="report file stem under --out (a partial --only run can go beside the full one)",
+    )
     args = p.parse_args(argv)
     all_specs = specs(args.n, args.seed, args.decoder, str(args.runs / "segments"))
     names = [s.name for s in all_specs] + ["gold-oracle"]
@@ -195,10 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             done.append((run_eval(by_name[name], run_dir), compress_ms_per_1k(run_dir)))
     args.out.mkdir(parents=True, exist_ok=True)
-    plot([s for s, _ in done], args.out / "llmlingua2.png")
+    plot([s for s, _ in done], args.out / f"{args.report_name}.png")
     command = shlex.join(["python", "benchmarks/llmlingua2.py", *(sys.argv[1:] if argv is None else argv)])
-    text = report(done, command, args.n)
-    (args.out / "llmlingua2.md").write_text(text, encoding="utf-8")
+    text = report(done, command, args.n).replace("(llmlingua2.png)", f"({args.report_name}.png)")
+    (args.out / f"{args.report_name}.md").write_text(text, encoding="utf-8")
     print(text)
     return 0
 

@@ -32,6 +32,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "perplexity": "ragc.compressors.perplexity:PerplexityCompressor",
         "perplexity-contrastive": "ragc.compressors.perplexity:ContrastivePerplexityCompressor",
         "chain": "ragc.compressors.chain:ChainCompressor",
+        "tiered": "ragc.compressors.tiered:TieredCompressor",
         "xrag": "ragc.compressors.xrag:XRAGCompressor",
         "compllm": "ragc.compressors.compllm:CompLLMCompressor",
     },

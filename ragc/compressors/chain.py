@@ -16,7 +16,7 @@ def _default_stages() -> list[Any]:
     return [{"name": "sentences"}, {"name": "llmlingua2"}]
 
 
-def _build(stage: Compressor | dict[str, Any]) -> Compressor:
+def build_stage(stage: Compressor | dict[str, Any]) -> Compressor:
     if isinstance(stage, Compressor):
         return stage
     if not isinstance(stage, dict) or "name" not in stage:
@@ -26,6 +26,15 @@ def _build(stage: Compressor | dict[str, Any]) -> Compressor:
     params = {k: v for k, v in stage.items() if k != "name"}
     built: Compressor = ComponentSpec("compressor", stage["name"], params).build()
     return built
+
+
+def check_extractive(stage: str, seg: TextSegment, source: str) -> None:
+    """Refuse a stage output whose text is not its spans of ``source`` joined by spaces."""
+    if seg.text != " ".join(source[a:b] for a, b in seg.spans):
+        raise InvalidArgumentError(
+            f"Stage {stage!r} output for {seg.passage_id!r} is not extractive (text does not match "
+            "its spans); only extractive compressors can feed a later stage."
+        )
 
 
 def compose_spans(
@@ -77,7 +86,7 @@ class ChainCompressor(Compressor):
             raise InvalidArgumentError("A chain needs at least one stage.")
         if self.expand < 1:
             raise InvalidArgumentError(f"expand must be >= 1, got {self.expand}.")
-        self._stages = [_build(s) for s in self.stages]
+        self._stages = [build_stage(s) for s in self.stages]
         for s in self._stages[:-1]:
             if s.output != "text":
                 raise InvalidArgumentError(
@@ -139,11 +148,7 @@ class ChainCompressor(Compressor):
         for seg in ctx.segments:
             assert isinstance(seg, TextSegment)  # checked in __post_init__
             src = by_id[seg.passage_id]
-            if seg.text != " ".join(src.passage.text[a:b] for a, b in seg.spans):
-                raise InvalidArgumentError(
-                    f"Chain stage output for {seg.passage_id!r} is not extractive (text does not match "
-                    "its spans); only extractive compressors can feed a later stage."
-                )
+            check_extractive(ctx.compressor, seg, src.passage.text)
             p = src.passage
             nxt.append(Scored(Passage(p.id, seg.text, p.title, p.metadata), src.score, src.rank))
             nxt_spans[p.id] = compose_spans(spans[p.id], seg.spans)

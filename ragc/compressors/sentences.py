@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from ragc.compressors.base import Compressor
 from ragc.text import split_sentences
+from ragc.tokens import TokenCounter
 from ragc.types import Budget, CompressedContext, Scored, TextSegment
+
+
+class RankedUnit(NamedTuple):
+    """A sentence ``passages[passage].passage.text[start:end]``: its token cost and query score."""
+
+    passage: int
+    start: int
+    end: int
+    tokens: int
+    score: float
 
 
 @dataclass
@@ -51,60 +63,87 @@ class SentenceCompressor(Compressor):
         return load_sentence_encoder(self.model, self.device or default_device(), self.dtype)
 
     def _scores(self, query: str, sentences: list[str]) -> np.ndarray:
-        vecs = self._encoder().encode(
-            [query, *sentences],
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        ).astype(np.float32)
+        vecs = (
+            self._encoder()
+            .encode(
+                [query, *sentences],
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            .astype(np.float32)
+        )
         return vecs[1:] @ vecs[0]  # type: ignore[no-any-return]
+
+    def rank_units(self, query: str, passages: Sequence[Scored]) -> list[RankedUnit]:
+        """Every sentence of ``passages``, best first, with its decoder-token cost and score.
+
+        The ranking a coarse-to-fine composition (``tiered``) reads; ``_compress`` keeps a
+        prefix of it.
+        """
+        units = [(i, a, b) for i, s in enumerate(passages) for a, b in split_sentences(s.passage.text)]
+        texts = [passages[i].passage.text[a:b] for i, a, b in units]
+        if not texts:
+            return []
+        costs = self.counter.count_batch(texts)
+        scores = self._scores(query, texts)
+        order = np.argsort(-scores, kind="stable")
+        return [RankedUnit(*units[int(j)], int(costs[j]), float(scores[j])) for j in order]
 
     def _compress(
         self, query: str | None, passages: list[Scored], budget: Budget, identity: CompressedContext
     ) -> CompressedContext:
         assert query is not None  # checked by Compressor.compress (needs_query)
-        units = [(i, a, b) for i, s in enumerate(passages) for a, b in split_sentences(s.passage.text)]
-        texts = [passages[i].passage.text[a:b] for i, a, b in units]
-        if not texts:
+        ranked = self.rank_units(query, passages)
+        if not ranked:
             return CompressedContext((), identity.source_tokens, 0, self.name)
-        costs = np.asarray(self.counter.count_batch(texts))
-        order = np.argsort(-self._scores(query, texts), kind="stable")
         target = budget.target(identity.source_tokens)
-        keep: list[int] = []
-        used = 0
-        for j in order:
-            if used + costs[j] <= target:
-                keep.append(int(j))
-                used += int(costs[j])
+        keep = fill(ranked, target)
         while True:
-            segs = self._segments(passages, units, sorted(keep))
+            segs = unit_segments(self.counter, passages, keep)
             kept = sum(s.tokens for s in segs)
             if kept <= target or not keep:
                 break
             keep.pop()  # joining can merge tokens differently: drop the weakest sentence
         if not keep and target > 0:  # every sentence is longer than the budget
-            i, a, b = units[int(order[0])]
-            text = self.counter.head(passages[i].passage.text[a:b], target)
-            p = passages[i].passage
-            segs = [TextSegment(p.id, text, ((a, a + len(text)),), self.counter.count(text), p.title)]
+            u = ranked[0]
+            text = self.counter.head(passages[u.passage].passage.text[u.start : u.end], target)
+            p = passages[u.passage].passage
+            span = ((u.start, u.start + len(text)),)
+            segs = [TextSegment(p.id, text, span, self.counter.count(text), p.title)]
             kept = segs[0].tokens
         return CompressedContext(tuple(segs), identity.source_tokens, kept, self.name)
 
-    def _segments(
-        self, passages: list[Scored], units: list[tuple[int, int, int]], chosen: list[int]
-    ) -> list[TextSegment]:
-        by_passage: dict[int, list[tuple[int, int]]] = {}
-        for j in chosen:
-            i, a, b = units[j]
-            by_passage.setdefault(i, []).append((a, b))
-        segs = []
-        for i in sorted(by_passage):
-            p = passages[i].passage
-            spans = tuple(by_passage[i])
-            text = " ".join(p.text[a:b] for a, b in spans)
-            segs.append(TextSegment(p.id, text, spans, 0, p.title))
-        counts = self.counter.count_batch([s.text for s in segs])
-        return [
-            TextSegment(s.passage_id, s.text, s.spans, n, s.title) for s, n in zip(segs, counts)
-        ]
+
+def fill(ranked: Sequence[RankedUnit], target: int) -> list[RankedUnit]:
+    """Units taken best first while they fit ``target`` tokens (a unit too long is skipped)."""
+    keep: list[RankedUnit] = []
+    used = 0
+    for u in ranked:
+        if used + u.tokens <= target:
+            keep.append(u)
+            used += u.tokens
+    return keep
+
+
+def unit_segments(
+    counter: TokenCounter,
+    passages: Sequence[Scored],
+    units: Sequence[RankedUnit],
+    extra: Mapping[int, Sequence[tuple[int, int]]] | None = None,
+) -> list[TextSegment]:
+    """One segment per passage holding ``units`` (plus ``extra`` spans), in text order, counted."""
+    by_passage: dict[int, list[tuple[int, int]]] = {}
+    for u in units:
+        by_passage.setdefault(u.passage, []).append((u.start, u.end))
+    for i, spans in (extra or {}).items():
+        by_passage.setdefault(i, []).extend(spans)
+    segs = []
+    for i in sorted(by_passage):
+        p = passages[i].passage
+        spans = tuple(sorted(by_passage[i]))
+        text = " ".join(p.text[a:b] for a, b in spans)
+        segs.append(TextSegment(p.id, text, spans, 0, p.title))
+    counts = counter.count_batch([s.text for s in segs])
+    return [TextSegment(s.passage_id, s.text, s.spans, n, s.title) for s, n in zip(segs, counts)]

@@ -33,6 +33,7 @@ KWARGS: dict[str, dict[str, object]] = {
     "perplexity-contrastive": {"model": "smollm2-135m", "device": "cpu", "dtype": "float32"},
     "chain": {"stages": [{"name": "sentences", "device": "cpu"}, {"name": "random"}]},
     "llmlingua2": {"device": "cpu"},
+    "tiered": {"ranker": {"name": "sentences", "device": "cpu"}, "fine": {"name": "random"}},
 }
 
 
