@@ -262,7 +262,8 @@ def cmd_train_compllm(args: argparse.Namespace) -> int:
     cfg = CompLLMTrainConfig(
         decoder=args.decoder, questions=args.questions, rates=rates, segment_tokens=args.segment_tokens,
         batch_size=args.batch_size, lr=args.lr, kl_weight=args.kl_weight, lora_rank=args.lora_rank,
-        seed=args.seed,
+        seed=args.seed, recon_steps=args.recon_steps, recon_batch=args.recon_batch,
+        recon_segments=args.recon_segments,
     )
     record = train_compllm(args.out, cfg, device=args.device)
     print(json.dumps(record, indent=2))
@@ -401,6 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=5e-4)
     t.add_argument("--kl-weight", type=float, default=1.0)
     t.add_argument("--lora-rank", type=int, default=8)
+    t.add_argument("--recon-steps", type=int, default=0,
+                   help="stage 1: steps of repeating paragraph windows from their concepts (0: none)")
+    t.add_argument("--recon-batch", type=int, default=8, help="windows per stage-1 step")
+    t.add_argument("--recon-segments", type=int, default=2, help="segments per stage-1 window")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     t.set_defaults(func=cmd_train_compllm)

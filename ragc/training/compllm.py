@@ -7,7 +7,15 @@ place of the paragraph, in the exact inference prompt, and is trained to produce
 gold answer (cross-entropy) and to match the answer distribution of the same decoder
 reading the full paragraph text (KL, weight ``kl_weight``), as in CompLLM. Rates are
 cycled over ``rates`` (one artefact serves 2x and 4x). Only the LoRA matrices and the
-head get gradients. Seed-reproducible, progress with ETA; an interrupted run resumes from
+head get gradients.
+
+Answer tokens are a sparse signal (a few per question) and the frozen decoder can lower
+their loss with a generic prior that ignores the concepts: trained on answers alone, the
+first weights explained answers *worse* than the untrained mean-pooled start. So stage 1
+(``recon_steps`` steps, as in ICAE/xRAG) first teaches the concepts to carry their text:
+the decoder reads the concepts of ``recon_segments`` consecutive segments of a SQuAD train
+paragraph and must repeat those tokens word for word (every token is a target); stage 2 is
+the answer distillation above. Seed-reproducible, progress with ETA; an interrupted run resumes from
 ``<out>/checkpoint.pt``.
 """
 
@@ -24,12 +32,14 @@ from ragc.compressors.compllm import segment_plan
 from ragc.compressors.concept_encoder import Concepts, new_concepts, save_concepts
 from ragc.errors import InvalidArgumentError
 from ragc.training.soft import (
+    RECONSTRUCT_QUESTION,
     Sample,
     batch_embeds,
     distill_loss,
     frozen_decoder,
     last_mean,
     optimise,
+    sample_ce,
     target_logits,
 )
 from ragc.types import CompressedContext, Passage, SoftSegment, TextSegment
@@ -50,12 +60,20 @@ class CompLLMTrainConfig:
     lora_alpha: float = 16.0
     seed: int = 0
     checkpoint_every: int = 25
+    recon_steps: int = 0
+    recon_batch: int = 8
+    recon_segments: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("questions", "segment_tokens", "batch_size", "lora_rank", "checkpoint_every"):
+        positive = ("questions", "segment_tokens", "batch_size", "lora_rank", "checkpoint_every",
+                    "recon_batch", "recon_segments")
+        for name in positive:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise InvalidArgumentError(f"{name} must be a positive integer, got {v!r}.")
+        r = self.recon_steps
+        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+            raise InvalidArgumentError(f"recon_steps must be a non-negative integer, got {r!r}.")
         if not self.rates or not all(0 < r <= 1 for r in self.rates):
             raise InvalidArgumentError(
                 f"rates must be a non-empty list of values in (0, 1], got {self.rates}."
@@ -70,6 +88,37 @@ class Example:
     question: str
     target: tuple[int, ...]
     rate: float
+
+
+@dataclass(frozen=True)
+class Window:
+    """Stage 1: ``ids`` (consecutive segments of a paragraph) to repeat from their concepts."""
+
+    passage_id: str
+    ids: tuple[int, ...]
+    rate: float
+
+
+def recon_windows(cfg: CompLLMTrainConfig, tokenizer: Any) -> list[Window]:
+    """``recon_steps x recon_batch`` windows of SQuAD **train** paragraphs, rates cycled.
+
+    A window starts at a segment boundary (as inference segments do) of a random paragraph
+    and spans ``recon_segments`` segments.
+    """
+    from ragc.eval.datasets import load_squad
+
+    n = cfg.recon_steps * cfg.recon_batch
+    if n == 0:
+        return []
+    rng = random.Random(cfg.seed + 1)
+    passages = list(load_squad("train").corpus)
+    width = cfg.segment_tokens * cfg.recon_segments
+    out = []
+    for k, p in enumerate(rng.choices(passages, k=n)):
+        ids = tokenizer(p.text, add_special_tokens=False)["input_ids"]
+        start = cfg.segment_tokens * rng.randrange(max(1, -(-(len(ids) - width) // cfg.segment_tokens) + 1))
+        out.append(Window(p.id, tuple(ids[start : start + width]), cfg.rates[k % len(cfg.rates)]))
+    return out
 
 
 def squad_examples(cfg: CompLLMTrainConfig, tokenizer: Any) -> list[Example]:
@@ -100,32 +149,51 @@ class Trainer:
         self.params = [*self.concepts.lora.params.values(), *self.concepts.head.parameters()]
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=0.0)
 
-    def _segments(self, ex: Example) -> tuple[list[list[int]], list[int]]:
-        ids = self.dec.tokenizer(ex.passage.text, add_special_tokens=False)["input_ids"]
-        plan = segment_plan(len(ids), self.cfg.segment_tokens, ex.rate)
-        return [ids[a:e] for a, e, _ in plan], [m for *_, m in plan]
+    def _segments(self, ids: Sequence[int], rate: float) -> tuple[list[list[int]], list[int]]:
+        plan = segment_plan(len(ids), self.cfg.segment_tokens, rate)
+        return [list(ids[a:e]) for a, e, _ in plan], [m for *_, m in plan]
 
-    def loss(self, examples: Sequence[Example]) -> tuple[Any, dict[str, float]]:
+    def _student(self, items: Sequence[tuple[str, Sequence[int], float, str, tuple[int, ...]]]) -> list[Any]:
+        """Target logits of the frozen decoder reading each item's concepts (one batched
+        compression forward with gradients, one decoder forward). An item is
+        ``(passage id, context token ids, rate, question, target ids)``."""
         import torch
 
         segs, counts, owner = [], [], []
-        for b, ex in enumerate(examples):
-            s, c = self._segments(ex)
+        for b, (_, ids, rate, _, _) in enumerate(items):
+            s, c = self._segments(ids, rate)
             segs += s
             counts += c
             owner += [b] * len(s)
         concepts = self.concepts.compress_ids(segs, counts)  # with gradients
-        soft_rows = [
-            [torch.cat([v for v, o in zip(concepts, owner) if o == b])] for b in range(len(examples))
-        ]
+        soft_rows = [[torch.cat([v for v, o in zip(concepts, owner) if o == b])] for b in range(len(items))]
         d = self.dec.hidden_size
         samples = []
-        for ex, rows in zip(examples, soft_rows):
-            seg = SoftSegment((ex.passage.id,), torch.zeros(rows[0].shape[0], d), self.cfg.decoder)
-            samples.append(Sample(ex.question, CompressedContext((seg,), 1, 1), ex.target))
-        lengths = [len(ex.target) for ex in examples]
+        for (pid, _, _, question, target), rows in zip(items, soft_rows):
+            seg = SoftSegment((pid,), torch.zeros(rows[0].shape[0], d), self.cfg.decoder)
+            samples.append(Sample(question, CompressedContext((seg,), 1, 1), target))
         embeds, mask, starts = batch_embeds(self.dec, samples, soft_rows)
-        student = target_logits(self.dec.lm, embeds, mask, starts, lengths)
+        return target_logits(self.dec.lm, embeds, mask, starts, [len(it[4]) for it in items])
+
+    def recon_loss(self, windows: Sequence[Window]) -> tuple[Any, dict[str, float]]:
+        """Stage 1: cross-entropy of repeating each window's tokens from its concepts."""
+        eos = self.dec.tokenizer.eos_token_id
+        targets = [(*w.ids, eos) for w in windows]
+        items = [(w.passage_id, w.ids, w.rate, RECONSTRUCT_QUESTION, t) for w, t in zip(windows, targets)]
+        ce = sample_ce(self._student(items), targets).mean()
+        return ce, {"recon": ce.item()}
+
+    def loss(self, examples: Sequence[Example]) -> tuple[Any, dict[str, float]]:
+        import torch
+
+        tok = self.dec.tokenizer
+        items = [
+            (ex.passage.id, tok(ex.passage.text, add_special_tokens=False)["input_ids"], ex.rate,
+             ex.question, ex.target)
+            for ex in examples
+        ]
+        lengths = [len(ex.target) for ex in examples]
+        student = self._student(items)
         teacher = None
         if self.cfg.kl_weight > 0:
             text = [
@@ -158,26 +226,34 @@ def train_compllm(
     t0 = time.perf_counter()
     trainer = Trainer(cfg, device)
     examples = squad_examples(cfg, trainer.dec.tokenizer)
-    batches = [examples[i : i + cfg.batch_size] for i in range(0, len(examples), cfg.batch_size)]
+    windows = recon_windows(cfg, trainer.dec.tokenizer)
+    batches: list[tuple[int, Sequence[Any]]] = [
+        (1, windows[i : i + cfg.recon_batch]) for i in range(0, len(windows), cfg.recon_batch)
+    ]
+    batches += [(2, examples[i : i + cfg.batch_size]) for i in range(0, len(examples), cfg.batch_size)]
     ckpt_path = out / CHECKPOINT
     config = {**asdict(cfg), "rates": list(cfg.rates)}
     history = optimise(
         trainer.params,
         trainer.opt,
         batches,
-        trainer.loss,
+        lambda batch: trainer.recon_loss(batch[1]) if batch[0] == 1 else trainer.loss(batch[1]),
         lr=cfg.lr,
         checkpoint=ckpt_path,
         config=config,
         checkpoint_every=cfg.checkpoint_every,
         desc=f"compllm {cfg.decoder}",
         progress=progress,
+        tags=lambda batch: {"stage": batch[0]},
     )
+    qa = [h for h in history if h.get("stage") == 2]
     record = {
         "steps": len(batches),
-        "first_ce": last_mean(history[:10], "ce"),
-        "final_ce": last_mean(history, "ce"),
-        "final_kl": last_mean(history, "kl"),
+        "recon_first": last_mean([h for h in history if h.get("stage") == 1][:10], "recon"),
+        "recon_final": last_mean(history, "recon", stage=1),
+        "first_ce": last_mean(qa[:10], "ce"),
+        "final_ce": last_mean(qa, "ce"),
+        "final_kl": last_mean(qa, "kl"),
         "seconds": round(time.perf_counter() - t0, 1),
         "data": "SQuAD v1.1 train questions with their gold paragraphs",
     }

@@ -31,6 +31,10 @@ def frozen_decoder(model: str, device: str | None) -> Any:
     return dec
 
 
+#: The instruction for reconstruction stages: the decoder repeats the compressed text.
+RECONSTRUCT_QUESTION = "Repeat the context word for word."
+
+
 @dataclass(frozen=True)
 class Sample:
     """One training prompt: question, context (soft segments are placeholders), target ids."""

@@ -45,6 +45,7 @@ from ragc.compressors.xrag import (
 )
 from ragc.errors import InvalidArgumentError
 from ragc.training.soft import (
+    RECONSTRUCT_QUESTION,
     Sample,
     batch_embeds,
     contrast_loss,
@@ -57,7 +58,6 @@ from ragc.training.soft import (
 )
 from ragc.types import CompressedContext, Passage, Scored, SoftSegment, TextSegment
 
-RECONSTRUCT_QUESTION = "Repeat the context word for word."
 COLLAPSED = 0.95  # mean pairwise token cosine above which training warns of a collapsed projector
 CHECKPOINT = "checkpoint.pt"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -59,13 +60,22 @@ def test_lora_switches_on_and_off() -> None:
         LoRA(model, ["nope"], rank=2, alpha=4.0)
 
 
+def tiny_config(tiny_decoder_dir: Path) -> Any:
+    """Two reconstruction steps, then two answer-distillation steps."""
+    from ragc.training.compllm import CompLLMTrainConfig
+
+    return CompLLMTrainConfig(
+        decoder=str(tiny_decoder_dir), questions=6, batch_size=3, checkpoint_every=1,
+        recon_steps=2, recon_batch=2, recon_segments=2,
+    )
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_decoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    from ragc.training.compllm import CompLLMTrainConfig, train_compllm
+    from ragc.training.compllm import train_compllm
 
     out = tmp_path_factory.mktemp("compllm")
-    cfg = CompLLMTrainConfig(decoder=str(tiny_decoder_dir), questions=6, batch_size=3, checkpoint_every=1)
-    return out, train_compllm(out, cfg, device="cpu", progress=False)
+    return out, train_compllm(out, tiny_config(tiny_decoder_dir), device="cpu", progress=False)
 
 
 def bound(weights: Path, decoder: str, cache_dir: Path, **kw: object) -> CompLLMCompressor:
@@ -82,7 +92,8 @@ def test_training_writes_a_small_artefact(trained: tuple[Path, dict], tiny_decod
     meta = json.loads((out / CONFIG_FILE).read_text())
     assert meta["decoder"] == str(tiny_decoder_dir) and meta["hidden_size"] == 32
     assert meta["segment_tokens"] == 20 and len(meta["fingerprint"]) == 16
-    assert record["steps"] == 2 and record["final_kl"] >= 0
+    assert record["steps"] == 4 and record["final_kl"] >= 0 and record["recon_final"] > 0
+    assert meta["training"]["recon_steps"] == 2
     assert (out / "weights.safetensors").stat().st_size < 8 * 1024 * 1024
 
 
@@ -211,7 +222,7 @@ def test_interrupted_training_resumes_to_the_same_weights(
 
     out, _ = trained
     assert not (out / tc.CHECKPOINT).exists()
-    cfg = tc.CompLLMTrainConfig(decoder=str(tiny_decoder_dir), questions=6, batch_size=3, checkpoint_every=1)
+    cfg = tiny_config(tiny_decoder_dir)  # crashes in stage 2, after the checkpointed stage 1
     real, calls = tc.Trainer.loss, []
 
     def crash_on_second(self: tc.Trainer, batch: list) -> tuple:
@@ -309,3 +320,42 @@ def test_format_1_artefacts_still_load(tiny_decoder_dir: Path, tmp_path: Path) -
     assert (pooled.abs() > 1e-2).any()  # a wrongly added pooled term would have shown
     with pytest.raises(InvalidArgumentError, match="unknown CompLLM format"):
         new_concepts(lm, load_tokenizer(str(tiny_decoder_dir)), str(tiny_decoder_dir), fmt="ragc-compllm/9")
+
+
+def test_reconstruction_stage_windows_and_gradients(tiny_decoder_dir: Path) -> None:
+    """Stage 1 repeats segment-aligned paragraph windows from their concepts; only the
+    LoRA and head learn, and a few steps on the same windows lower the loss."""
+    from ragc.training import compllm as tc
+
+    cfg = tc.CompLLMTrainConfig(decoder=str(tiny_decoder_dir), questions=1, recon_steps=1, recon_batch=3,
+                                lr=1e-2)
+    trainer = tc.Trainer(cfg, "cpu")
+    windows = tc.recon_windows(cfg, trainer.dec.tokenizer)
+    assert len(windows) == 3 and [w.rate for w in windows] == [0.5, 0.25, 0.5]
+    by_id = {p.id: p for p in load_squad_train_corpus()}
+    for w in windows:
+        ids = trainer.dec.tokenizer(by_id[w.passage_id].text, add_special_tokens=False)["input_ids"]
+        assert 0 < len(w.ids) <= 40
+        starts = [i for i in range(0, len(ids), 20) if tuple(ids[i : i + len(w.ids)]) == w.ids]
+        assert starts, "a window starts on a segment boundary of its paragraph"
+    losses = []
+    for _ in range(4):
+        loss, stats = trainer.recon_loss(windows)
+        assert stats["recon"] == pytest.approx(loss.item())
+        trainer.opt.zero_grad()
+        loss.backward()
+        assert all(p.grad is not None for p in trainer.params)
+        assert trainer.dec.lm.get_input_embeddings().weight.grad is None  # the decoder stays frozen
+        trainer.opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    with pytest.raises(InvalidArgumentError, match="recon_steps"):
+        tc.CompLLMTrainConfig(recon_steps=-1)
+    with pytest.raises(InvalidArgumentError, match="recon_segments"):
+        tc.CompLLMTrainConfig(recon_segments=0)
+
+
+def load_squad_train_corpus() -> Any:
+    from ragc.eval.datasets import load_squad
+
+    return load_squad("train").corpus
