@@ -63,6 +63,10 @@ class TieredCompressor(Compressor):
 
     def __post_init__(self) -> None:
         Budget.parse(self.budget)
+        for name in ("verbatim", "expand"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise InvalidArgumentError(f"{name} must be a number, got {v!r}.")
         if not 0.0 <= self.verbatim <= 1.0:
             raise InvalidArgumentError(f"verbatim must be in [0, 1], got {self.verbatim}.")
         if not self.expand >= 1.0:

@@ -103,7 +103,8 @@ class Paraphrase(Compressor):
 
 
 def test_bad_configurations_are_refused(smol_counter: TokenCounter) -> None:
-    for bad in ({"verbatim": 1.5}, {"verbatim": -0.1}, {"expand": 0.5}):
+    bads = ({"verbatim": 1.5}, {"verbatim": -0.1}, {"expand": 0.5}, {"verbatim": "most"}, {"expand": True})
+    for bad in bads:
         with pytest.raises(InvalidArgumentError):
             registry.create("compressor", "tiered", ranker=SENTENCES, fine={"name": "random"}, **bad)
     with pytest.raises(InvalidArgumentError, match="rank_units"):
