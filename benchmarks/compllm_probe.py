@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ragc.eval.report import machine_info
-from ragc.training.compllm import CompLLMTrainConfig, Trainer, recon_windows, squad_examples
+from ragc.training.compllm import CompLLMTrainConfig, Item, Trainer, recon_windows, squad_examples
 from ragc.training.soft import RECONSTRUCT_QUESTION, Sample, batch_embeds, sample_ce, target_logits
 from ragc.types import CompressedContext, TextSegment
 
@@ -59,7 +59,7 @@ def answer_ce(trainer: Trainer, examples: Sequence[Any], context: str, rate: flo
             if context in ("concepts", "other"):
                 src = examples[(b + 1) % len(examples)] if context == "other" else ex
                 ids = tok(src.passage.text, add_special_tokens=False)["input_ids"]
-                logits = trainer._student([(src.passage.id, ids, rate, ex.question, ex.target)])
+                logits = trainer.student_logits([Item(src.passage.id, ids, rate, ex.question, ex.target)])
             else:
                 segs = (
                     (TextSegment(ex.passage.id, ex.passage.text, ((0, len(ex.passage.text)),), 0),)
@@ -82,7 +82,7 @@ def recon_ce(trainer: Trainer, examples: Sequence[Any], rate: float, segments: i
         for ex in examples:
             ids = tok(ex.passage.text, add_special_tokens=False)["input_ids"][: 20 * segments]
             target = (*ids, tok.eos_token_id)
-            logits = trainer._student([(ex.passage.id, ids, rate, RECONSTRUCT_QUESTION, target)])
+            logits = trainer.student_logits([Item(ex.passage.id, ids, rate, RECONSTRUCT_QUESTION, target)])
             out.append(float(sample_ce(logits, [target])[0]))
     return out
 

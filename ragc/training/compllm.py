@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ragc.compressors.compllm import segment_plan
 from ragc.compressors.concept_encoder import Concepts, new_concepts, save_concepts
@@ -88,6 +88,16 @@ class Example:
     question: str
     target: tuple[int, ...]
     rate: float
+
+
+class Item(NamedTuple):
+    """One prompt of either stage: the decoder reads ``context`` ids as concepts at ``rate``."""
+
+    passage_id: str
+    context: Sequence[int]
+    rate: float
+    question: str
+    target: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -153,15 +163,14 @@ class Trainer:
         plan = segment_plan(len(ids), self.cfg.segment_tokens, rate)
         return [list(ids[a:e]) for a, e, _ in plan], [m for *_, m in plan]
 
-    def _student(self, items: Sequence[tuple[str, Sequence[int], float, str, tuple[int, ...]]]) -> list[Any]:
+    def student_logits(self, items: Sequence[Item]) -> list[Any]:
         """Target logits of the frozen decoder reading each item's concepts (one batched
-        compression forward with gradients, one decoder forward). An item is
-        ``(passage id, context token ids, rate, question, target ids)``."""
+        compression forward, with gradients outside ``no_grad``, and one decoder forward)."""
         import torch
 
         segs, counts, owner = [], [], []
-        for b, (_, ids, rate, _, _) in enumerate(items):
-            s, c = self._segments(ids, rate)
+        for b, it in enumerate(items):
+            s, c = self._segments(it.context, it.rate)
             segs += s
             counts += c
             owner += [b] * len(s)
@@ -169,18 +178,18 @@ class Trainer:
         soft_rows = [[torch.cat([v for v, o in zip(concepts, owner) if o == b])] for b in range(len(items))]
         d = self.dec.hidden_size
         samples = []
-        for (pid, _, _, question, target), rows in zip(items, soft_rows):
-            seg = SoftSegment((pid,), torch.zeros(rows[0].shape[0], d), self.cfg.decoder)
-            samples.append(Sample(question, CompressedContext((seg,), 1, 1), target))
+        for it, rows in zip(items, soft_rows):
+            seg = SoftSegment((it.passage_id,), torch.zeros(rows[0].shape[0], d), self.cfg.decoder)
+            samples.append(Sample(it.question, CompressedContext((seg,), 1, 1), it.target))
         embeds, mask, starts = batch_embeds(self.dec, samples, soft_rows)
-        return target_logits(self.dec.lm, embeds, mask, starts, [len(it[4]) for it in items])
+        return target_logits(self.dec.lm, embeds, mask, starts, [len(it.target) for it in items])
 
     def recon_loss(self, windows: Sequence[Window]) -> tuple[Any, dict[str, float]]:
         """Stage 1: cross-entropy of repeating each window's tokens from its concepts."""
         eos = self.dec.tokenizer.eos_token_id
         targets = [(*w.ids, eos) for w in windows]
-        items = [(w.passage_id, w.ids, w.rate, RECONSTRUCT_QUESTION, t) for w, t in zip(windows, targets)]
-        ce = sample_ce(self._student(items), targets).mean()
+        items = [Item(w.passage_id, w.ids, w.rate, RECONSTRUCT_QUESTION, t) for w, t in zip(windows, targets)]
+        ce = sample_ce(self.student_logits(items), targets).mean()
         return ce, {"recon": ce.item()}
 
     def loss(self, examples: Sequence[Example]) -> tuple[Any, dict[str, float]]:
@@ -188,12 +197,12 @@ class Trainer:
 
         tok = self.dec.tokenizer
         items = [
-            (ex.passage.id, tok(ex.passage.text, add_special_tokens=False)["input_ids"], ex.rate,
-             ex.question, ex.target)
+            Item(ex.passage.id, tok(ex.passage.text, add_special_tokens=False)["input_ids"], ex.rate,
+                 ex.question, ex.target)
             for ex in examples
         ]
         lengths = [len(ex.target) for ex in examples]
-        student = self._student(items)
+        student = self.student_logits(items)
         teacher = None
         if self.cfg.kl_weight > 0:
             text = [
