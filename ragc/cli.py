@@ -263,7 +263,8 @@ def cmd_train_compllm(args: argparse.Namespace) -> int:
         decoder=args.decoder, questions=args.questions, rates=rates, segment_tokens=args.segment_tokens,
         batch_size=args.batch_size, lr=args.lr, kl_weight=args.kl_weight, lora_rank=args.lora_rank,
         seed=args.seed, recon_steps=args.recon_steps, recon_batch=args.recon_batch,
-        recon_segments=args.recon_segments,
+        recon_segments=args.recon_segments, contrast_weight=args.contrast_weight,
+        contrast_margin=args.contrast_margin,
     )
     record = train_compllm(args.out, cfg, device=args.device)
     print(json.dumps(record, indent=2))
@@ -406,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stage 1: steps of repeating paragraph windows from their concepts (0: none)")
     t.add_argument("--recon-batch", type=int, default=8, help="windows per stage-1 step")
     t.add_argument("--recon-segments", type=int, default=2, help="segments per stage-1 window")
+    t.add_argument("--contrast-weight", type=float, default=1.0,
+                   help="answer-stage hinge: own paragraph's concepts must beat another's (0 = off)")
+    t.add_argument("--contrast-margin", type=float, default=1.0, help="hinge margin in nats")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     t.set_defaults(func=cmd_train_compllm)

@@ -15,7 +15,13 @@ first weights explained answers *worse* than the untrained mean-pooled start. So
 (``recon_steps`` steps, as in ICAE/xRAG) first teaches the concepts to carry their text:
 the decoder reads the concepts of ``recon_segments`` consecutive segments of a SQuAD train
 paragraph and must repeat those tokens word for word (every token is a target); stage 2 is
-the answer distillation above. Seed-reproducible, progress with ETA; an interrupted run resumes from
+the answer distillation above.
+
+Even so, the answer stage alone drifts to that generic prior (a paragraph's own concepts
+explained its answer no better than another paragraph's, ``benchmarks/compllm_probe.py``).
+So, as for the xRAG projector, a contrast hinge (weight ``contrast_weight``) asks each
+answer to be explained better, by ``contrast_margin`` nats, by its own paragraph's concepts
+than by the next example's in the batch. Seed-reproducible, progress with ETA; an interrupted run resumes from
 ``<out>/checkpoint.pt``.
 """
 
@@ -35,6 +41,7 @@ from ragc.training.soft import (
     RECONSTRUCT_QUESTION,
     Sample,
     batch_embeds,
+    contrast_loss,
     distill_loss,
     frozen_decoder,
     last_mean,
@@ -63,6 +70,8 @@ class CompLLMTrainConfig:
     recon_steps: int = 0
     recon_batch: int = 8
     recon_segments: int = 2
+    contrast_weight: float = 1.0  # stage-2 hinge: own concepts must beat another paragraph's (0 = off)
+    contrast_margin: float = 1.0  # nats of mean answer cross-entropy
 
     def __post_init__(self) -> None:
         positive = ("questions", "segment_tokens", "batch_size", "lora_rank", "checkpoint_every",
@@ -77,6 +86,11 @@ class CompLLMTrainConfig:
         if not self.rates or not all(0 < r <= 1 for r in self.rates):
             raise InvalidArgumentError(
                 f"rates must be a non-empty list of values in (0, 1], got {self.rates}."
+            )
+        if self.contrast_weight < 0 or self.contrast_margin < 0:
+            raise InvalidArgumentError(
+                f"contrast_weight and contrast_margin must be >= 0, got {self.contrast_weight}, "
+                f"{self.contrast_margin}."
             )
         if not self.lr > 0 or self.kl_weight < 0:
             raise InvalidArgumentError(f"lr must be > 0 and kl_weight >= 0, got {self.lr}, {self.kl_weight}.")
@@ -163,9 +177,8 @@ class Trainer:
         plan = segment_plan(len(ids), self.cfg.segment_tokens, rate)
         return [list(ids[a:e]) for a, e, _ in plan], [m for *_, m in plan]
 
-    def student_logits(self, items: Sequence[Item]) -> list[Any]:
-        """Target logits of the frozen decoder reading each item's concepts (one batched
-        compression forward, with gradients outside ``no_grad``, and one decoder forward)."""
+    def concept_rows(self, items: Sequence[Item]) -> list[Any]:
+        """Each item's concepts ``(n, d)``, from one batched compression forward (with gradients)."""
         import torch
 
         segs, counts, owner = [], [], []
@@ -174,15 +187,24 @@ class Trainer:
             segs += s
             counts += c
             owner += [b] * len(s)
-        concepts = self.concepts.compress_ids(segs, counts)  # with gradients
-        soft_rows = [[torch.cat([v for v, o in zip(concepts, owner) if o == b])] for b in range(len(items))]
+        concepts = self.concepts.compress_ids(segs, counts)
+        return [torch.cat([v for v, o in zip(concepts, owner) if o == b]) for b in range(len(items))]
+
+    def decode(self, items: Sequence[Item], rows: Sequence[Any]) -> list[Any]:
+        """Target logits of the frozen decoder reading ``rows[b]`` as item ``b``'s context."""
+        import torch
+
         d = self.dec.hidden_size
         samples = []
-        for it, rows in zip(items, soft_rows):
-            seg = SoftSegment((it.passage_id,), torch.zeros(rows[0].shape[0], d), self.cfg.decoder)
+        for it, row in zip(items, rows):
+            seg = SoftSegment((it.passage_id,), torch.zeros(row.shape[0], d), self.cfg.decoder)
             samples.append(Sample(it.question, CompressedContext((seg,), 1, 1), it.target))
-        embeds, mask, starts = batch_embeds(self.dec, samples, soft_rows)
+        embeds, mask, starts = batch_embeds(self.dec, samples, [[r] for r in rows])
         return target_logits(self.dec.lm, embeds, mask, starts, [len(it.target) for it in items])
+
+    def student_logits(self, items: Sequence[Item]) -> list[Any]:
+        """Target logits of the frozen decoder reading each item's own concepts."""
+        return self.decode(items, self.concept_rows(items))
 
     def recon_loss(self, windows: Sequence[Window]) -> tuple[Any, dict[str, float]]:
         """Stage 1: cross-entropy of repeating each window's tokens from its concepts."""
@@ -193,6 +215,14 @@ class Trainer:
         return ce, {"recon": ce.item()}
 
     def loss(self, examples: Sequence[Example]) -> tuple[Any, dict[str, float]]:
+        """Stage 2: answer CE + KL from each paragraph's own concepts, plus the contrast hinge.
+
+        With ``contrast_weight > 0`` (and more than one paragraph in the batch) the decoder
+        also reads each question with the next example's concepts (the batch rolled by one,
+        in the same forward), and the hinge asks the own concepts to explain the answer
+        better by ``contrast_margin`` nats: a generic answer prior that ignores the concepts
+        no longer lowers the loss.
+        """
         import torch
 
         tok = self.dec.tokenizer
@@ -201,8 +231,17 @@ class Trainer:
                  ex.question, ex.target)
             for ex in examples
         ]
-        lengths = [len(ex.target) for ex in examples]
-        student = self.student_logits(items)
+        n = len(items)
+        targets = [ex.target for ex in examples]
+        lengths = [len(t) for t in targets]
+        rows = self.concept_rows(items)
+        ids = [it.passage_id for it in items]
+        contrast = self.cfg.contrast_weight > 0 and len(set(ids)) > 1
+        if contrast:  # item b also reads item b-1's concepts (the batch rolled by one)
+            logits = self.decode([*items, *items], [*rows, *rows[-1:], *rows[:-1]])
+        else:
+            logits = self.decode(items, rows)
+        student = logits[:n]
         teacher = None
         if self.cfg.kl_weight > 0:
             text = [
@@ -218,7 +257,16 @@ class Trainer:
             with torch.no_grad():
                 t_emb, t_mask, t_starts = batch_embeds(self.dec, text)
                 teacher = target_logits(self.dec.lm, t_emb, t_mask, t_starts, lengths)
-        return distill_loss(student, [ex.target for ex in examples], teacher, self.cfg.kl_weight)
+        own = sample_ce(student, targets)
+        loss, stats = distill_loss(student, targets, teacher, self.cfg.kl_weight, ce=own)
+        if contrast:
+            # two questions on one paragraph can sit side by side: that pair is not a negative
+            keep = torch.tensor([ids[b] != ids[b - 1] for b in range(n)], device=own.device)
+            other = sample_ce(logits[n:], targets)
+            hinge, extra = contrast_loss(own[keep], other[keep], self.cfg.contrast_margin)
+            loss = loss + self.cfg.contrast_weight * hinge
+            stats.update(extra)
+        return loss, stats
 
 
 def train_compllm(
@@ -263,6 +311,7 @@ def train_compllm(
         "first_ce": last_mean(qa[:10], "ce"),
         "final_ce": last_mean(qa, "ce"),
         "final_kl": last_mean(qa, "kl"),
+        "final_gap": last_mean(qa, "gap"),
         "seconds": round(time.perf_counter() - t0, 1),
         "data": "SQuAD v1.1 train questions with their gold paragraphs",
     }

@@ -113,13 +113,21 @@ def contrast_loss(own: Any, other: Any, margin: float) -> tuple[Any, dict[str, f
 
 
 def distill_loss(
-    student: Sequence[Any], targets: Sequence[Sequence[int]], teacher: Sequence[Any] | None, kl_weight: float
+    student: Sequence[Any],
+    targets: Sequence[Sequence[int]],
+    teacher: Sequence[Any] | None,
+    kl_weight: float,
+    ce: Any = None,
 ) -> tuple[Any, dict[str, float]]:
-    """Mean cross-entropy on the targets plus ``kl_weight`` x KL(teacher || student)."""
+    """Mean cross-entropy on the targets plus ``kl_weight`` x KL(teacher || student).
+
+    ``ce``: the per-sample cross-entropies ``(B,)`` when the caller already has them
+    (e.g. for a contrast hinge), so they are not computed twice.
+    """
     import torch
     import torch.nn.functional as F
 
-    ce = sample_ce(student, targets).mean()
+    ce = (sample_ce(student, targets) if ce is None else ce).mean()
     stats = {"ce": ce.item()}
     if teacher is None or kl_weight == 0:
         return ce, stats

@@ -314,9 +314,9 @@ class Trainer:
             with torch.no_grad():
                 t_emb, t_mask, t_starts = batch_embeds(self.dec, [self.sample(ex, False) for ex in examples])
                 teacher = target_logits(lm, t_emb, t_mask, t_starts, lengths)
-        loss, stats = distill_loss(student, targets, teacher, self.cfg.kl_weight)
+        own = sample_ce(student, targets)
+        loss, stats = distill_loss(student, targets, teacher, self.cfg.kl_weight, ce=own)
         if contrast:
-            own = sample_ce(student, targets)
             # a document can sit in a batch twice (stage 2: two questions on one paragraph):
             # its rolled pair is then not a negative
             ids = [ex.passage.id for ex in examples]
