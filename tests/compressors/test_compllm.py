@@ -355,6 +355,40 @@ def test_reconstruction_stage_windows_and_gradients(tiny_decoder_dir: Path) -> N
         tc.CompLLMTrainConfig(recon_segments=0)
 
 
+def test_contrast_hinge_reads_the_neighbours_concepts(tiny_decoder_dir: Path) -> None:
+    """Stage 2 with the hinge: each question is also read with the previous example's
+    concepts, and the logged gap is exactly mean(CE from those - CE from its own);
+    two questions on one paragraph are no negative pair, and weight 0 turns it off."""
+    from ragc.training import compllm as tc
+    from ragc.training.soft import sample_ce
+
+    cfg = tc.CompLLMTrainConfig(decoder=str(tiny_decoder_dir), questions=3, kl_weight=0.0,
+                                contrast_weight=1.0, contrast_margin=50.0)
+    trainer = tc.Trainer(cfg, "cpu")
+    examples = tc.squad_examples(cfg, trainer.dec.tokenizer)
+    assert len({ex.passage.id for ex in examples}) == 3
+    loss, stats = trainer.loss(examples)
+    tok = trainer.dec.tokenizer
+    items = [tc.Item(ex.passage.id, tok(ex.passage.text, add_special_tokens=False)["input_ids"], ex.rate,
+                     ex.question, ex.target) for ex in examples]
+    with torch.no_grad():
+        rows = trainer.concept_rows(items)
+        own = [float(sample_ce(trainer.decode([it], [r]), [it.target])[0]) for it, r in zip(items, rows)]
+        other = [float(sample_ce(trainer.decode([it], [rows[b - 1]]), [it.target])[0])
+                 for b, it in enumerate(items)]
+    gap = sum(o - w for o, w in zip(other, own)) / 3
+    assert stats["gap"] == pytest.approx(gap, abs=1e-3)
+    assert stats["ce"] == pytest.approx(sum(own) / 3, abs=1e-3)
+    assert loss.item() == pytest.approx(stats["ce"] + 50.0 - gap, abs=1e-3)  # every pair below the margin
+    assert "gap" not in trainer.loss([examples[0], examples[0]])[1]
+    off_cfg = tc.CompLLMTrainConfig(decoder=str(tiny_decoder_dir), questions=3, contrast_weight=0)
+    off = tc.Trainer(off_cfg, "cpu")
+    assert "gap" not in off.loss(examples)[1]
+    for bad in ({"contrast_weight": -1.0}, {"contrast_margin": -0.1}):
+        with pytest.raises(InvalidArgumentError, match="contrast"):
+            tc.CompLLMTrainConfig(**bad)  # type: ignore[arg-type]
+
+
 def load_squad_train_corpus() -> Any:
     from ragc.eval.datasets import load_squad
 
