@@ -27,6 +27,7 @@ there, and the checkpoint is deleted once the artefact is written.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import warnings
@@ -60,6 +61,7 @@ from ragc.types import CompressedContext, Passage, Scored, SoftSegment, TextSegm
 
 COLLAPSED = 0.95  # mean pairwise token cosine above which training warns of a collapsed projector
 CHECKPOINT = "checkpoint.pt"
+ALIGN_RECORD = "align.json"
 
 
 @dataclass(frozen=True)
@@ -369,10 +371,16 @@ def train_xrag(
     stage1_steps = sum(1 for b in batches if b[0].stage == 1)
     trainer.projector.train()
     align_loss = None
+    align_path = out / ALIGN_RECORD  # stage 0's loss, kept for the record of a resumed run
     if cfg.align_steps and cfg.init is None and not ckpt_path.is_file():  # a resumed run restores its params
         docs = [ex.passage for ex in examples] + align_paragraphs(cfg)
         trainer.embed(docs)
         align_loss = trainer.align(docs, cfg.align_steps, progress)
+        tmp = align_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"align_final_loss": align_loss}))
+        tmp.replace(align_path)
+    elif ckpt_path.is_file() and align_path.is_file():
+        align_loss = json.loads(align_path.read_text())["align_final_loss"]
     params = list(trainer.projector.parameters())
     history = optimise(
         params,
@@ -413,4 +421,5 @@ def train_xrag(
         )
     save_projector(trainer.projector, trainer.meta(record), out)
     ckpt_path.unlink(missing_ok=True)  # the artefact folder holds only what ships
+    align_path.unlink(missing_ok=True)
     return record

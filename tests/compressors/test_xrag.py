@@ -172,6 +172,7 @@ def test_interrupted_training_resumes_to_the_same_weights(
 
     out, _ = trained
     assert not (out / tx.CHECKPOINT).exists()  # a finished run leaves only the artefact
+    assert not (out / tx.ALIGN_RECORD).exists()
     cfg = tx.XRAGTrainConfig(
         decoder=str(tiny_decoder_dir), stage1_paragraphs=6, stage2_questions=6, batch_size=4,
         max_target_tokens=16, checkpoint_every=2, align_steps=3,
@@ -192,7 +193,10 @@ def test_interrupted_training_resumes_to_the_same_weights(
     with pytest.raises(InvalidArgumentError, match="another configuration"):
         tx.train_xrag(tmp_path, other, device="cpu", progress=False)
     monkeypatch.setattr(tx.Trainer, "loss", real)
-    tx.train_xrag(tmp_path, cfg, device="cpu", progress=False)  # resumes at step 2
+    assert (tmp_path / tx.ALIGN_RECORD).is_file()
+    resumed = tx.train_xrag(tmp_path, cfg, device="cpu", progress=False)  # resumes at step 2
+    assert resumed["align_final_loss"] == pytest.approx(trained[1]["align_final_loss"])  # stage 0 kept
+    assert not (tmp_path / tx.ALIGN_RECORD).exists()
     a, b = load_file(str(out / "weights.safetensors")), load_file(str(tmp_path / "weights.safetensors"))
     assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
 
