@@ -264,7 +264,7 @@ def cmd_train_compllm(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, kl_weight=args.kl_weight, lora_rank=args.lora_rank,
         seed=args.seed, recon_steps=args.recon_steps, recon_batch=args.recon_batch,
         recon_segments=args.recon_segments, contrast_weight=args.contrast_weight,
-        contrast_margin=args.contrast_margin,
+        contrast_margin=args.contrast_margin, answer_window=args.answer_window,
     )
     record = train_compllm(args.out, cfg, device=args.device)
     print(json.dumps(record, indent=2))
@@ -410,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--contrast-weight", type=float, default=1.0,
                    help="answer-stage hinge: own paragraph's concepts must beat another's (0 = off)")
     t.add_argument("--contrast-margin", type=float, default=1.0, help="hinge margin in nats")
+    t.add_argument("--answer-window", type=int, default=0,
+                   help="answer stage reads only this many segments around the answer (0: whole paragraph)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     t.set_defaults(func=cmd_train_compllm)

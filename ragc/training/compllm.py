@@ -72,6 +72,7 @@ class CompLLMTrainConfig:
     recon_segments: int = 2
     contrast_weight: float = 1.0  # stage-2 hinge: own concepts must beat another paragraph's (0 = off)
     contrast_margin: float = 1.0  # nats of mean answer cross-entropy
+    answer_window: int = 0  # stage-2 context: this many segments around the answer (0 = whole paragraph)
 
     def __post_init__(self) -> None:
         positive = ("questions", "segment_tokens", "batch_size", "lora_rank", "checkpoint_every",
@@ -80,9 +81,10 @@ class CompLLMTrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise InvalidArgumentError(f"{name} must be a positive integer, got {v!r}.")
-        r = self.recon_steps
-        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
-            raise InvalidArgumentError(f"recon_steps must be a non-negative integer, got {r!r}.")
+        for name in ("recon_steps", "answer_window"):
+            r = getattr(self, name)
+            if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+                raise InvalidArgumentError(f"{name} must be a non-negative integer, got {r!r}.")
         if not self.rates or not all(0 < r <= 1 for r in self.rates):
             raise InvalidArgumentError(
                 f"rates must be a non-empty list of values in (0, 1], got {self.rates}."
@@ -145,8 +147,28 @@ def recon_windows(cfg: CompLLMTrainConfig, tokenizer: Any) -> list[Window]:
     return out
 
 
+def answer_window(
+    passage: Passage, answer: str, tokenizer: Any, segment_tokens: int, segments: int
+) -> Passage:
+    """The ``segments`` consecutive segments of ``passage`` (segment-aligned, as inference
+    cuts them) that start with the segment holding the first occurrence of ``answer``,
+    moved back to stay inside the paragraph; the whole passage if the answer is not in it."""
+    at = passage.text.find(answer)
+    if at < 0:
+        return passage
+    offsets = tokenizer(passage.text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    first = next((i for i, (_, end) in enumerate(offsets) if end > at), len(offsets) - 1)
+    n_seg = -(-len(offsets) // segment_tokens)
+    start_seg = max(0, min(first // segment_tokens, n_seg - segments))
+    lo = start_seg * segment_tokens
+    hi = min(len(offsets), lo + segments * segment_tokens)
+    a, b = offsets[lo][0], offsets[hi - 1][1]
+    return Passage(passage.id, passage.text[a:b], passage.title)
+
+
 def squad_examples(cfg: CompLLMTrainConfig, tokenizer: Any) -> list[Example]:
-    """``cfg.questions`` SQuAD **train** questions with their gold paragraphs, rates cycled."""
+    """``cfg.questions`` SQuAD **train** questions with their gold paragraphs (or, with
+    ``cfg.answer_window``, the segments around the answer), rates cycled."""
     from ragc.eval.datasets import load_squad
 
     data = load_squad("train")
@@ -156,7 +178,10 @@ def squad_examples(cfg: CompLLMTrainConfig, tokenizer: Any) -> list[Example]:
     out = []
     for n, q in enumerate(picked):
         target = (*tokenizer(q.answers[0], add_special_tokens=False)["input_ids"][:24], eos)
-        out.append(Example(by_id[q.gold_passage_id], q.question, target, cfg.rates[n % len(cfg.rates)]))
+        passage = by_id[q.gold_passage_id]
+        if cfg.answer_window:
+            passage = answer_window(passage, q.answers[0], tokenizer, cfg.segment_tokens, cfg.answer_window)
+        out.append(Example(passage, q.question, target, cfg.rates[n % len(cfg.rates)]))
     return out
 
 
