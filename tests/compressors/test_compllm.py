@@ -389,6 +389,27 @@ def test_contrast_hinge_reads_the_neighbours_concepts(tiny_decoder_dir: Path) ->
             tc.CompLLMTrainConfig(**bad)  # type: ignore[arg-type]
 
 
+def test_answer_window_is_the_segments_holding_the_answer(smol_counter: TokenCounter) -> None:
+    from ragc.training.compllm import CompLLMTrainConfig, answer_window
+
+    tok = smol_counter.tokenizer
+    text = " ".join(f"word{i}" for i in range(60)) + " The capital is Kellerby." + " filler" * 30 + " Omega."
+    p = Passage("p", text, "T")
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    w = answer_window(p, "Kellerby", tok, 20, 2)
+    assert "Kellerby" in w.text and w.id == "p" and w.title == "T" and text.find(w.text) >= 0
+    got = tok(w.text, add_special_tokens=False)["input_ids"]
+    starts = [i for i in range(0, len(ids), 20) if ids[i : i + 40] == got]
+    assert starts and starts[0] <= ids.index(tok(" Kellerby", add_special_tokens=False)["input_ids"][0])
+    tail = answer_window(p, "Omega", tok, 20, 2)  # in the last segment: moved back to stay inside
+    assert tail.text.endswith("Omega.")
+    assert tok(tail.text, add_special_tokens=False)["input_ids"] == ids[(len(ids) - 1) // 20 * 20 - 20 :]
+    assert answer_window(p, "not in the text", tok, 20, 2) == p
+    assert answer_window(Passage("s", "Short text here.", ""), "text", tok, 20, 2).text == "Short text here."
+    with pytest.raises(InvalidArgumentError, match="answer_window"):
+        CompLLMTrainConfig(answer_window=-1)
+
+
 def load_squad_train_corpus() -> Any:
     from ragc.eval.datasets import load_squad
 
