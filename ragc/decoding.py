@@ -170,7 +170,7 @@ def _pick(logits: torch.Tensor, temperature: float, top_p: float, gen: Any) -> t
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 
 
-def _accepts_logits_to_keep(lm: Any) -> bool:
+def accepts_logits_to_keep(lm: Any) -> bool:
     try:
         return "logits_to_keep" in inspect.signature(lm.forward).parameters
     except (TypeError, ValueError):
@@ -199,7 +199,7 @@ def generate_tokens(
         mask[b, width - e.shape[0]:] = 1
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     gen = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
-    extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(lm) else {}
+    extra = {"logits_to_keep": 1} if accepts_logits_to_keep(lm) else {}
     eos = torch.tensor(eos_ids or [-1], device=device)
     out_tokens: list[list[int]] = [[] for _ in range(bsz)]
     done = torch.zeros(bsz, dtype=torch.bool, device=device)

@@ -85,9 +85,19 @@ def batch_embeds(
 def target_logits(
     lm: Any, embeds: Any, mask: Any, starts: Sequence[int], lengths: Sequence[int]
 ) -> list[Any]:
-    """Per sample ``(len(target), V)`` fp32 logits predicting each target token."""
-    out = lm(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
-    return [out.logits[b, s - 1 : s - 1 + n].float() for b, (s, n) in enumerate(zip(starts, lengths))]
+    """Per sample ``(len(target), V)`` fp32 logits predicting each target token.
+
+    Only positions from the earliest target on go through the vocabulary projection
+    (``logits_to_keep``, when the model takes it): the prompt's logits are never used, and
+    for a small decoder the projection over a long prompt is a large share of the step.
+    """
+    from ragc.decoding import accepts_logits_to_keep
+
+    lo = min(starts) - 1 if accepts_logits_to_keep(lm) else 0
+    extra = {"logits_to_keep": int(embeds.shape[1]) - lo} if lo > 0 else {}
+    out = lm(inputs_embeds=embeds, attention_mask=mask, use_cache=False, **extra)
+    logits = out.logits
+    return [logits[b, s - 1 - lo : s - 1 - lo + n].float() for b, (s, n) in enumerate(zip(starts, lengths))]
 
 
 def sample_ce(logits: Sequence[Any], targets: Sequence[Sequence[int]]) -> Any:

@@ -410,6 +410,27 @@ def test_answer_window_is_the_segments_holding_the_answer(smol_counter: TokenCou
         CompLLMTrainConfig(answer_window=-1)
 
 
+def test_target_logits_project_only_from_the_first_target(tiny_decoder_dir: Path) -> None:
+    """The trainers' target logits (vocabulary projection from the earliest target on)
+    equal the slices of a full forward, for right-padded prompts of different lengths."""
+    from ragc.models import load_causal_lm
+    from ragc.training.soft import target_logits
+
+    lm = load_causal_lm(str(tiny_decoder_dir), "cpu", torch.float32)
+    torch.manual_seed(0)
+    embeds = torch.randn(3, 12, lm.config.hidden_size)
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[0, 9:] = 0
+    mask[2, 7:] = 0
+    starts, lengths = [6, 9, 4], [3, 3, 3]
+    with torch.no_grad():
+        full = lm(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
+        got = target_logits(lm, embeds, mask, starts, lengths)
+    for b, (s, n) in enumerate(zip(starts, lengths)):
+        assert got[b].shape == (n, lm.config.vocab_size)
+        assert torch.allclose(got[b], full[b, s - 1 : s - 1 + n], atol=1e-5)
+
+
 def load_squad_train_corpus() -> Any:
     from ragc.eval.datasets import load_squad
 
