@@ -152,11 +152,12 @@ def answer_window(
 ) -> Passage:
     """The ``segments`` consecutive segments of ``passage`` (segment-aligned, as inference
     cuts them) that start with the segment holding the first occurrence of ``answer``,
-    moved back to stay inside the paragraph; the whole passage if the answer is not in it."""
-    at = passage.text.find(answer)
-    if at < 0:
-        return passage
+    moved back to stay inside the paragraph; the whole passage if the answer is not in it
+    (or is blank)."""
+    at = passage.text.find(answer) if answer.strip() else -1
     offsets = tokenizer(passage.text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    if at < 0 or not offsets:
+        return passage
     first = next((i for i, (_, end) in enumerate(offsets) if end > at), len(offsets) - 1)
     n_seg = -(-len(offsets) // segment_tokens)
     start_seg = max(0, min(first // segment_tokens, n_seg - segments))

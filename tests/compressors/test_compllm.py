@@ -405,6 +405,8 @@ def test_answer_window_is_the_segments_holding_the_answer(smol_counter: TokenCou
     assert tail.text.endswith("Omega.")
     assert tok(tail.text, add_special_tokens=False)["input_ids"] == ids[(len(ids) - 1) // 20 * 20 - 20 :]
     assert answer_window(p, "not in the text", tok, 20, 2) == p
+    assert answer_window(p, " ", tok, 20, 2) == p
+    assert answer_window(Passage("e", "", ""), "", tok, 20, 2).text == ""
     assert answer_window(Passage("s", "Short text here.", ""), "text", tok, 20, 2).text == "Short text here."
     with pytest.raises(InvalidArgumentError, match="answer_window"):
         CompLLMTrainConfig(answer_window=-1)
