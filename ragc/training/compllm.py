@@ -21,8 +21,8 @@ Even so, the answer stage alone drifts to that generic prior (a paragraph's own 
 explained its answer no better than another paragraph's, ``benchmarks/compllm_probe.py``).
 So, as for the xRAG projector, a contrast hinge (weight ``contrast_weight``) asks each
 answer to be explained better, by ``contrast_margin`` nats, by its own paragraph's concepts
-than by the next example's in the batch. Seed-reproducible, progress with ETA; an interrupted run resumes from
-``<out>/checkpoint.pt``.
+than by the previous example's in the batch. Seed-reproducible, progress with ETA; an
+interrupted run resumes from ``<out>/checkpoint.pt``.
 """
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ class Trainer:
         """Stage 2: answer CE + KL from each paragraph's own concepts, plus the contrast hinge.
 
         With ``contrast_weight > 0`` (and more than one paragraph in the batch) the decoder
-        also reads each question with the next example's concepts (the batch rolled by one,
+        also reads each question with the previous example's concepts (the batch rolled by one,
         in the same forward), and the hinge asks the own concepts to explain the answer
         better by ``contrast_margin`` nats: a generic answer prior that ignores the concepts
         no longer lowers the loss.
@@ -339,7 +339,8 @@ def train_compllm(
         "final_kl": last_mean(qa, "kl"),
         "final_gap": last_mean(qa, "gap"),
         "seconds": round(time.perf_counter() - t0, 1),
-        "data": "SQuAD v1.1 train questions with their gold paragraphs",
+        "data": "SQuAD v1.1 train questions with their gold paragraphs"
+        + (f" (answer stage: the {cfg.answer_window} segments around the answer)" * bool(cfg.answer_window)),
     }
     save_concepts(
         trainer.concepts, out, {"segment_tokens": cfg.segment_tokens, "training": {**config, **record}}
