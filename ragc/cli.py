@@ -407,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stage 1: steps of repeating paragraph windows from their concepts (0: none)")
     t.add_argument("--recon-batch", type=int, default=8, help="windows per stage-1 step")
     t.add_argument("--recon-segments", type=int, default=2, help="segments per stage-1 window")
-    t.add_argument("--contrast-weight", type=float, default=1.0,
+    t.add_argument("--contrast-weight", type=float, default=0.0,
                    help="answer-stage hinge: own paragraph's concepts must beat another's (0 = off)")
     t.add_argument("--contrast-margin", type=float, default=1.0, help="hinge margin in nats")
     t.add_argument("--answer-window", type=int, default=0,

@@ -21,7 +21,9 @@ Even so, the answer stage alone drifts to that generic prior (a paragraph's own 
 explained its answer no better than another paragraph's, ``benchmarks/compllm_probe.py``).
 So, as for the xRAG projector, a contrast hinge (weight ``contrast_weight``) asks each
 answer to be explained better, by ``contrast_margin`` nats, by its own paragraph's concepts
-than by the previous example's in the batch. Seed-reproducible, progress with ETA; an
+than by the previous example's in the batch. It is off by default: on SmolLM2 it did not make
+the concepts specific in 150 steps (``benchmarks/results/compllm_probe-smollm.md``).
+Seed-reproducible, progress with ETA; an
 interrupted run resumes from ``<out>/checkpoint.pt``.
 """
 
@@ -70,7 +72,7 @@ class CompLLMTrainConfig:
     recon_steps: int = 0
     recon_batch: int = 8
     recon_segments: int = 2
-    contrast_weight: float = 1.0  # stage-2 hinge: own concepts must beat another paragraph's (0 = off)
+    contrast_weight: float = 0.0  # stage-2 hinge: own concepts must beat another paragraph's (0 = off)
     contrast_margin: float = 1.0  # nats of mean answer cross-entropy
     answer_window: int = 0  # stage-2 context: this many segments around the answer (0 = whole paragraph)
 
