@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     cfg = CompLLMTrainConfig(decoder=args.decoder, questions=args.batch, batch_size=args.batch,
-                             answer_window=args.answer_window, rates=(0.5,))
+                             answer_window=args.answer_window, rates=(0.5,), contrast_weight=1.0)
     trainer = Trainer(cfg, "cpu")
     batch = squad_examples(cfg, trainer.dec.tokenizer)
     step(trainer, batch, False)  # warm-up
