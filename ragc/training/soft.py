@@ -122,6 +122,24 @@ def contrast_loss(own: Any, other: Any, margin: float) -> tuple[Any, dict[str, f
     return torch.relu(margin - gap).mean(), {"gap": gap.mean().item()}
 
 
+def rolled_contrast_loss(
+    own: Any,
+    rolled_logits: Sequence[Any],
+    targets: Sequence[Sequence[int]],
+    ids: Sequence[str],
+    margin: float,
+) -> tuple[Any, dict[str, float]]:
+    """:func:`contrast_loss` for a batch read twice: sample ``b``'s target from its own soft
+    input (``own``, per-sample CE) and from sample ``b-1``'s (``rolled_logits``). A pair from
+    the same document (``ids[b] == ids[b-1]``, e.g. two questions on one paragraph) is no
+    negative and is left out."""
+    import torch
+
+    keep = torch.tensor([ids[b] != ids[b - 1] for b in range(len(ids))], device=own.device)
+    other = sample_ce(rolled_logits, targets)
+    return contrast_loss(own[keep], other[keep], margin)
+
+
 def distill_loss(
     student: Sequence[Any],
     targets: Sequence[Sequence[int]],

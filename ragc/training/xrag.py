@@ -49,11 +49,11 @@ from ragc.training.soft import (
     RECONSTRUCT_QUESTION,
     Sample,
     batch_embeds,
-    contrast_loss,
     distill_loss,
     frozen_decoder,
     last_mean,
     optimise,
+    rolled_contrast_loss,
     sample_ce,
     target_logits,
 )
@@ -319,12 +319,8 @@ class Trainer:
         own = sample_ce(student, targets)
         loss, stats = distill_loss(student, targets, teacher, self.cfg.kl_weight, ce=own)
         if contrast:
-            # a document can sit in a batch twice (stage 2: two questions on one paragraph):
-            # its rolled pair is then not a negative
             ids = [ex.passage.id for ex in examples]
-            keep = torch.tensor([ids[b] != ids[b - 1] for b in range(n)], device=own.device)
-            other = sample_ce(logits[n:], targets)
-            hinge, extra = contrast_loss(own[keep], other[keep], self.cfg.contrast_margin)
+            hinge, extra = rolled_contrast_loss(own, logits[n:], targets, ids, self.cfg.contrast_margin)
             loss = loss + self.cfg.contrast_weight * hinge
             stats.update(extra)
         return loss, stats
