@@ -43,6 +43,7 @@ from ragc.training.soft import (
     RECONSTRUCT_QUESTION,
     Sample,
     batch_embeds,
+    check_finite,
     distill_loss,
     frozen_decoder,
     last_mean,
@@ -91,6 +92,7 @@ class CompLLMTrainConfig:
             raise InvalidArgumentError(
                 f"rates must be a non-empty list of values in (0, 1], got {self.rates}."
             )
+        check_finite(self, ("lr", "kl_weight", "lora_alpha", "contrast_weight", "contrast_margin"))
         if self.contrast_weight < 0 or self.contrast_margin < 0:
             raise InvalidArgumentError(
                 f"contrast_weight and contrast_margin must be >= 0, got {self.contrast_weight}, "

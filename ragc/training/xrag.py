@@ -49,6 +49,7 @@ from ragc.training.soft import (
     RECONSTRUCT_QUESTION,
     Sample,
     batch_embeds,
+    check_finite,
     distill_loss,
     frozen_decoder,
     last_mean,
@@ -100,6 +101,7 @@ class XRAGTrainConfig:
                 raise InvalidArgumentError(f"{name} must be a non-negative integer, got {v!r}.")
         if self.stage1_paragraphs + self.stage2_questions == 0:
             raise InvalidArgumentError("nothing to train: stage1_paragraphs and stage2_questions are both 0.")
+        check_finite(self, ("lr", "kl_weight", "contrast_weight", "contrast_margin"))
         if not self.lr > 0 or self.kl_weight < 0:
             raise InvalidArgumentError(f"lr must be > 0 and kl_weight >= 0, got {self.lr}, {self.kl_weight}.")
         if self.contrast_weight < 0 or self.contrast_margin < 0:

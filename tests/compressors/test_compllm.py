@@ -384,9 +384,12 @@ def test_contrast_hinge_reads_the_neighbours_concepts(tiny_decoder_dir: Path) ->
     off_cfg = tc.CompLLMTrainConfig(decoder=str(tiny_decoder_dir), questions=3, contrast_weight=0)
     off = tc.Trainer(off_cfg, "cpu")
     assert "gap" not in off.loss(examples)[1]
-    for bad in ({"contrast_weight": -1.0}, {"contrast_margin": -0.1}):
+    for bad in ({"contrast_weight": -1.0}, {"contrast_margin": -0.1}, {"contrast_margin": float("nan")},
+                {"contrast_weight": float("inf")}):
         with pytest.raises(InvalidArgumentError, match="contrast"):
             tc.CompLLMTrainConfig(**bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="kl_weight must be a finite number"):
+        tc.CompLLMTrainConfig(kl_weight=float("nan"))
 
 
 def test_answer_window_is_the_segments_holding_the_answer(smol_counter: TokenCounter) -> None:

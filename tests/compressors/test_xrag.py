@@ -338,6 +338,8 @@ def test_contrast_needs_distinct_documents_and_alignment_learns(tiny_decoder_dir
     assert trainer.align(docs, 40, False) < first.align(docs, 1, False)
     with pytest.raises(InvalidArgumentError, match="contrast"):
         tx.XRAGTrainConfig(contrast_weight=-1.0)
+    with pytest.raises(InvalidArgumentError, match="contrast_margin must be a finite number"):
+        tx.XRAGTrainConfig(contrast_margin=float("nan"))
     with pytest.raises(InvalidArgumentError, match="align_steps"):
         tx.XRAGTrainConfig(align_steps=-1)
     with pytest.raises(InvalidArgumentError, match="align_paragraphs"):
