@@ -39,11 +39,11 @@ from typing import Any, NamedTuple
 from ragc.compressors.compllm import segment_plan
 from ragc.compressors.concept_encoder import Concepts, new_concepts, save_concepts
 from ragc.errors import InvalidArgumentError
+from ragc.training.checks import check_finite
 from ragc.training.soft import (
     RECONSTRUCT_QUESTION,
     Sample,
     batch_embeds,
-    check_finite,
     distill_loss,
     frozen_decoder,
     last_mean,

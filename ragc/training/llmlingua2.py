@@ -37,6 +37,7 @@ from ragc.compressors.llmlingua2 import (
     word_means,
 )
 from ragc.errors import CorpusReadError, InvalidArgumentError
+from ragc.training.checks import check_finite
 
 Loss = Literal["bce", "balanced"]
 
@@ -141,12 +142,15 @@ class LLMLingua2Trainer:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        check_finite(self, ("lr", "weight_decay", "warmup", "eval_fraction"))
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise InvalidArgumentError("epochs and batch_size must be >= 1 and lr > 0.")
         if self.trained_layers < 0:
             raise InvalidArgumentError(f"trained_layers must be >= 0, got {self.trained_layers}.")
         if self.loss not in ("bce", "balanced") or self.autocast not in ("auto", "off"):
             raise InvalidArgumentError(f"Unknown loss {self.loss!r} or autocast {self.autocast!r}.")
+        if self.weight_decay < 0 or not 0 <= self.warmup < 1:
+            raise InvalidArgumentError("weight_decay must be >= 0 and warmup in [0, 1).")
         if not 0 <= self.eval_fraction < 1 or not 8 <= self.max_length <= 512:
             raise InvalidArgumentError("eval_fraction must be in [0, 1) and max_length in [8, 512].")
 

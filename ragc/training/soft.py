@@ -31,15 +31,6 @@ def frozen_decoder(model: str, device: str | None) -> Any:
     return dec
 
 
-def check_finite(cfg: Any, names: Sequence[str]) -> None:
-    """Refuse a training config whose float settings ``names`` are not finite numbers
-    (``nan`` passes every ``< 0`` check and would train silently on a NaN loss)."""
-    for name in names:
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise InvalidArgumentError(f"{name} must be a finite number, got {v!r}.")
-
-
 #: The instruction for reconstruction stages: the decoder repeats the compressed text.
 RECONSTRUCT_QUESTION = "Repeat the context word for word."
 

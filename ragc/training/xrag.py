@@ -45,11 +45,11 @@ from ragc.compressors.xrag import (
     save_projector,
 )
 from ragc.errors import InvalidArgumentError
+from ragc.training.checks import check_finite
 from ragc.training.soft import (
     RECONSTRUCT_QUESTION,
     Sample,
     batch_embeds,
-    check_finite,
     distill_loss,
     frozen_decoder,
     last_mean,

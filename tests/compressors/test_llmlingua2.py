@@ -266,6 +266,12 @@ def test_invalid_settings_and_labels(tmp_path: Path) -> None:
     for bad in ({"max_length": 4}, {"stride": 300}, {"batch_size": 0}, {"weights": ""}):
         with pytest.raises(InvalidArgumentError):
             LLMLingua2Compressor(**bad)  # type: ignore[arg-type]
+    from ragc.training.llmlingua2 import LLMLingua2Trainer
+
+    for bad_cfg in ({"lr": float("nan")}, {"lr": float("inf")}, {"warmup": float("nan")},
+                    {"weight_decay": -0.1}, {"eval_fraction": float("nan")}):
+        with pytest.raises(InvalidArgumentError, match=next(iter(bad_cfg))):
+            LLMLingua2Trainer(**bad_cfg)  # type: ignore[arg-type]
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"id": "x", "text": "a b", "words": [[0, 1], [2, 3]], "labels": [1]}) + "\n")
     with pytest.raises(CorpusReadError, match="one 0/1 label per word"):
