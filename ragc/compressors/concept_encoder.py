@@ -10,8 +10,18 @@ input embeddings of its ``j``-th contiguous token group *plus* ``head(h_j)``, an
 starts at zero. The decoder then reads pooled text from the first training step (on
 qwen2.5-0.5b, 40 SQuAD train questions: answer cross-entropy 3.24 from 2x mean-pooled
 embeddings vs 3.64 closed-book and 0.70 full text) and training learns the corrections,
-instead of having to discover from placeholder states what the segment said. Format
-``ragc-compllm/1`` (no pooled term, scaled-identity head) still loads.
+instead of having to discover from placeholder states what the segment said.
+
+Scaled head (format ``ragc-compllm/3``): the head's output is multiplied by the fixed
+``head_scale = rms(input embeddings) / (gain x sqrt(d_model))`` (``gain``: the final norm's
+mean weight), stored in the config. The head reads final hidden states whose entries are
+~15x larger than the embeddings' (SmolLM2: RMS 2.1 vs 0.14), and Adam moves every weight of
+a zero-initialised ``d x d`` head by about ``lr`` per step, so with ``head_scale`` 1 (format
+/2) one step already made the correction larger than the pooled term: trained SmolLM2
+concepts had norm ~55 where token embeddings have ~3, the decoder read them as noise, and a
+passage's own concepts explained its answer no better than another passage's. With the scale,
+a steady gradient needs tens of steps to make the correction as large as the pooled term.
+Formats ``ragc-compllm/1`` (no pooled term, scaled-identity head) and /2 still load.
 
 Artefact: ``config.json`` (``format``, ``decoder``, sizes, LoRA rank/alpha/targets,
 ``fingerprint``, training record) and ``weights.safetensors`` (LoRA A/B and head, fp16).
@@ -30,8 +40,9 @@ from typing import Any
 from ragc.compressors.artefacts import CONFIG_FILE, WEIGHTS_FILE
 from ragc.errors import InvalidArgumentError, ModelIntegrityError
 
-FORMAT = "ragc-compllm/2"
-FORMATS = ("ragc-compllm/1", FORMAT)  # /1: no pooled residual
+FORMAT = "ragc-compllm/3"
+#: /1: no pooled residual; /2: residual with an unscaled head (``head_scale`` 1)
+FORMATS = ("ragc-compllm/1", "ragc-compllm/2", FORMAT)
 
 
 class CompLLMMismatchError(ModelIntegrityError):
@@ -120,7 +131,12 @@ class Concepts:
 
     @property
     def residual(self) -> bool:
-        return bool(self.meta.get("format") == FORMAT)
+        return self.meta.get("format") != "ragc-compllm/1"
+
+    @property
+    def head_scale(self) -> float:
+        """Multiplier on the head's output (1 before format /3)."""
+        return float(self.meta.get("head_scale", 1.0)) if self.meta.get("format") == FORMAT else 1.0
 
     def compress_ids(self, segments: Sequence[Sequence[int]], counts: Sequence[int]) -> list[Any]:
         """Concept embeddings ``(counts[i], d_model)`` of each token-id segment (one forward).
@@ -148,7 +164,7 @@ class Concepts:
                 embeds = self.lm.get_input_embeddings()(ids.to(device)).to(self.head.weight.dtype)
         out = []
         for i, (s, c) in enumerate(zip(segments, counts)):
-            v = self.head(hidden[i, len(s) : len(s) + c].to(self.head.weight.dtype))
+            v = self.head(hidden[i, len(s) : len(s) + c].to(self.head.weight.dtype)) * self.head_scale
             if self.residual:
                 v = v + torch.stack([g.mean(0) for g in torch.tensor_split(embeds[i, : len(s)], c)])
             out.append(v)
@@ -164,7 +180,7 @@ def new_concepts(
     targets: Sequence[str] = ("q_proj", "v_proj"),
     fmt: str = FORMAT,
 ) -> Concepts:
-    """Fresh LoRA (B = 0) and head on ``lm``: zero for the residual format, else a scaled identity."""
+    """Fresh LoRA (B = 0) and head on ``lm``: zero for the residual formats, else a scaled identity."""
     import torch
 
     if fmt not in FORMATS:
@@ -172,21 +188,17 @@ def new_concepts(
     d = int(lm.config.hidden_size)
     lora = LoRA(lm, targets, rank, alpha)
     head = new_head(d).to(lm.get_input_embeddings().weight.device)
+    emb = lm.get_input_embeddings().weight.detach().float()
+    norm = getattr(lm.base_model, "norm", None)
+    # final hidden states are RMS-normalised (times the norm's gain); embeddings are much smaller
+    gain = float(norm.weight.detach().float().abs().mean()) if norm is not None and hasattr(norm, "weight") else 1.0
+    emb_rms = float(emb.pow(2).mean().sqrt())
     with torch.no_grad():
         head.bias.zero_()
-        if fmt == FORMAT:
-            head.weight.zero_()  # residual: the pooled embeddings alone at the start
+        if fmt == "ragc-compllm/1":  # a scaled identity that maps one scale onto the other
+            head.weight.copy_(torch.eye(d) * (emb_rms / gain))
         else:
-            # Final hidden states are RMS-normalised, token embeddings are much smaller:
-            # start the head as a scaled identity that maps one scale onto the other.
-            emb = lm.get_input_embeddings().weight.float()
-            norm = getattr(lm.base_model, "norm", None)
-            gain = (
-                float(norm.weight.float().abs().mean())
-                if norm is not None and hasattr(norm, "weight")
-                else 1.0
-            )
-            head.weight.copy_(torch.eye(d) * (float(emb.pow(2).mean().sqrt()) / gain))
+            head.weight.zero_()  # residual: the pooled embeddings alone at the start
     meta = {
         "format": fmt,
         "decoder": decoder,
@@ -196,6 +208,8 @@ def new_concepts(
         "lora_alpha": alpha,
         "lora_targets": list(targets),
     }
+    if fmt == FORMAT:
+        meta["head_scale"] = emb_rms / (gain * d**0.5)
     return Concepts(lm, lora, head, meta, _placeholder_id(tokenizer))
 
 
@@ -267,6 +281,12 @@ def load_concepts(folder: Path, decoder: str, device: str, dtype: Any) -> Concep
             c.head.load_state_dict({k[5:]: v.float() for k, v in state.items() if k.startswith("head.")})
     except (KeyError, RuntimeError) as e:
         raise ModelIntegrityError(f"{folder / WEIGHTS_FILE} does not match its config: {e}") from e
+    if meta["format"] == FORMAT and not (
+        isinstance(meta.get("head_scale"), (int, float)) and 0 < meta["head_scale"] < float("inf")
+    ):
+        raise ModelIntegrityError(
+            f"{folder / CONFIG_FILE} has no valid head_scale: {meta.get('head_scale')!r}."
+        )
     c.head.to(device=device, dtype=torch.float32)
     c.meta = meta
     return c

@@ -285,7 +285,8 @@ def test_packaged_concepts_carry_the_answer(smollm, smol_counter: TokenCounter, 
 
 
 def test_residual_start_is_the_mean_of_each_token_group(tiny_decoder_dir: Path) -> None:
-    """Format /2 with an untrained (zero) head: concept j = mean input embedding of group j."""
+    """Format /3 with an untrained (zero) head: concept j = mean input embedding of group j;
+    the head's output is added scaled by ``head_scale`` (embedding RMS / (gain x sqrt(d)))."""
     from ragc.compressors.concept_encoder import FORMAT, new_concepts
     from ragc.models import load_causal_lm, load_tokenizer
 
@@ -299,8 +300,43 @@ def test_residual_start_is_the_mean_of_each_token_group(tiny_decoder_dir: Path) 
         assert torch.allclose(got[0][0], table[[5, 6, 7]].mean(0), atol=1e-6)
         assert torch.allclose(got[0][1], table[[8, 9]].mean(0), atol=1e-6)
         assert torch.allclose(got[1], table[[10, 11, 12]], atol=1e-6)
-        c.head.bias.fill_(1.0)  # the head's output is added to the pooled term
-        assert torch.allclose(c.compress_ids(segs, [2, 3])[1], table[[10, 11, 12]] + 1, atol=1e-6)
+        c.head.bias.fill_(1.0)  # the head's output is added to the pooled term, scaled
+        scale = c.meta["head_scale"]
+        gain = float(lm.base_model.norm.weight.abs().mean())
+        want = float(table.pow(2).mean().sqrt()) / (gain * table.shape[1] ** 0.5)
+        assert scale == pytest.approx(want, rel=1e-5) and 0 < scale < 1
+        assert torch.allclose(c.compress_ids(segs, [2, 3])[1], table[[10, 11, 12]] + scale, atol=1e-6)
+
+
+def test_format_2_artefacts_load_with_an_unscaled_head(tiny_decoder_dir: Path, tmp_path: Path) -> None:
+    """The packaged /2 weights (residual, head output unscaled) keep their behaviour; a /3
+    config without a usable head_scale is refused."""
+    import json
+
+    from ragc.compressors.concept_encoder import load_concepts, new_concepts, save_concepts
+    from ragc.errors import ModelIntegrityError
+    from ragc.models import load_causal_lm, load_tokenizer
+
+    lm = load_causal_lm(str(tiny_decoder_dir), "cpu", torch.float32)
+    tok = load_tokenizer(str(tiny_decoder_dir))
+    old = new_concepts(lm, tok, str(tiny_decoder_dir), fmt="ragc-compllm/2")
+    assert old.residual and old.head_scale == 1.0 and "head_scale" not in old.meta
+    with torch.no_grad():
+        old.head.bias.fill_(0.5)
+    save_concepts(old, tmp_path / "v2", {"segment_tokens": 20})
+    loaded = load_concepts(tmp_path / "v2", str(tiny_decoder_dir), "cpu", torch.float32)
+    table = lm.get_input_embeddings().weight
+    with torch.no_grad():
+        got = loaded.compress_ids([[5, 6, 7]], [3])[0]
+    torch.testing.assert_close(got, table[[5, 6, 7]] + 0.5, rtol=1e-2, atol=1e-3)
+    new = new_concepts(lm, tok, str(tiny_decoder_dir))
+    save_concepts(new, tmp_path / "v3", {"segment_tokens": 20})
+    for bad in (None, 0, float("nan"), "x"):
+        meta = json.loads((tmp_path / "v3" / "config.json").read_text())
+        meta["head_scale"] = bad
+        (tmp_path / "v3" / "config.json").write_text(json.dumps(meta))
+        with pytest.raises(ModelIntegrityError, match="head_scale"):
+            load_concepts(tmp_path / "v3", str(tiny_decoder_dir), "cpu", torch.float32)
 
 
 def test_format_1_artefacts_still_load(tiny_decoder_dir: Path, tmp_path: Path) -> None:
