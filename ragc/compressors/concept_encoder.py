@@ -191,7 +191,8 @@ def new_concepts(
     emb = lm.get_input_embeddings().weight.detach().float()
     norm = getattr(lm.base_model, "norm", None)
     # final hidden states are RMS-normalised (times the norm's gain); embeddings are much smaller
-    gain = float(norm.weight.detach().float().abs().mean()) if norm is not None and hasattr(norm, "weight") else 1.0
+    weight = getattr(norm, "weight", None)
+    gain = float(weight.detach().float().abs().mean()) if weight is not None else 1.0
     emb_rms = float(emb.pow(2).mean().sqrt())
     with torch.no_grad():
         head.bias.zero_()
