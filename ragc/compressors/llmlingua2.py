@@ -33,6 +33,7 @@ import numpy as np
 
 from ragc.compressors.token_scoring import TokenScoringCompressor, Words
 from ragc.errors import InvalidArgumentError, ModelIntegrityError, ModelNotFoundError
+from ragc.progress import long_work
 from ragc.types import Scored
 
 FORMAT = "ragc-llmlingua2/1"
@@ -316,8 +317,9 @@ def token_probs(tagger: Tagger, ids: list[np.ndarray], max_length: int, stride: 
     sums = np.zeros(len(flat))
     counts = np.zeros(len(flat))
     device = next(tagger.encoder.parameters()).device
-    with torch.inference_mode():
-        for i in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    with torch.inference_mode(), long_work(len(starts), "llmlingua2 windows") as bar:
+        for i in starts:
             sel = order[i : i + batch_size]
             b = pack(flat, begin[sel], lens[sel], specials(tagger.tokenizer))
             logits = tagger.keep_logits(torch.from_numpy(b["ids"]).to(device),
@@ -325,6 +327,7 @@ def token_probs(tagger: Tagger, ids: list[np.ndarray], max_length: int, stride: 
             p = torch.sigmoid(logits).cpu().numpy()[b["inside"]]
             sums += np.bincount(b["gidx"], weights=p, minlength=len(flat))
             counts += np.bincount(b["gidx"], minlength=len(flat))
+            bar.update()
     probs = sums / np.maximum(counts, 1)
     return np.split(probs, np.cumsum(lengths)[:-1]) if len(ids) else []
 

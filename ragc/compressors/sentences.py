@@ -9,6 +9,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from ragc.compressors.base import Compressor
+from ragc.progress import long_work
 from ragc.text import split_sentences
 from ragc.tokens import TokenCounter
 from ragc.types import Budget, CompressedContext, Scored, TextSegment
@@ -63,17 +64,25 @@ class SentenceCompressor(Compressor):
         return load_sentence_encoder(self.model, self.device or default_device(), self.dtype)
 
     def _scores(self, query: str, sentences: list[str]) -> np.ndarray:
-        vecs = (
-            self._encoder()
-            .encode(
-                [query, *sentences],
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-            .astype(np.float32)
-        )
+        encoder = self._encoder()
+        texts = [query, *sentences]
+        # longest first across all chunks (as the encoder sorts within a call): little padding
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        chunk = 16 * self.batch_size  # a bar (shown only on long work) advances per chunk
+        parts = []
+        with long_work(len(texts), "sentences", unit="sent") as bar:
+            for i in range(0, len(texts), chunk):
+                part = encoder.encode(
+                    [texts[j] for j in order[i : i + chunk]],
+                    batch_size=self.batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+                parts.append(part.astype(np.float32))
+                bar.update(len(part))
+        vecs = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
+        vecs[order] = np.concatenate(parts)
         return vecs[1:] @ vecs[0]  # type: ignore[no-any-return]
 
     def rank_units(self, query: str, passages: Sequence[Scored]) -> list[RankedUnit]:

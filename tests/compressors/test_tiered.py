@@ -113,3 +113,47 @@ def test_bad_configurations_are_refused(smol_counter: TokenCounter) -> None:
     comp.bind(smol_counter)
     with pytest.raises(InvalidArgumentError, match="not extractive"):
         comp.compress(QUERY, scored(), 0.5)
+
+
+@pytest.mark.parametrize("verbatim", [0.0, 0.5, 1.0])
+def test_budget_is_hit_within_2_percent(smol_counter: TokenCounter, verbatim: float) -> None:
+    """The fine tier cuts to the rest of the budget exactly, so the composition keeps the
+    word-level compressors' promise (counted in the decoder's tokenizer)."""
+    comp = make(smol_counter, verbatim=verbatim)
+    for rate in (0.2, 0.33, 0.5, 0.8):
+        ctx = comp.compress(QUERY, scored(), rate)
+        target = int(rate * ctx.source_tokens)
+        assert 0.98 * target - 1 <= ctx.kept_tokens <= target, (rate, ctx.kept_tokens, target)
+        segs = [s for s in ctx.segments if isinstance(s, TextSegment)]
+        assert len(segs) == len(ctx.segments) and all(s.tokens == smol_counter.count(s.text) for s in segs)
+        assert ctx.kept_tokens == sum(s.tokens for s in ctx.segments)
+
+
+def test_long_calls_show_progress(
+    smol_counter: TokenCounter, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both stages report progress on long work (here: any work, the delay set to 0); the
+    result does not depend on the chunked sentence encoding."""
+    import ragc.progress
+
+    before = make(smol_counter).compress(QUERY, scored(), 0.4)
+    capsys.readouterr()
+    monkeypatch.setattr(ragc.progress, "DELAY", 0.0)
+    after = make(smol_counter, expand=3.0).compress(QUERY, scored(), 0.4)
+    err = capsys.readouterr().err
+    assert "sentences" in err and "llmlingua2 windows" in err
+    assert make(smol_counter).compress(QUERY, scored(), 0.4) == before
+    assert after.kept_tokens <= int(0.4 * after.source_tokens)
+
+
+def test_chunked_sentence_scores_match_one_encoder_call(smol_counter: TokenCounter) -> None:
+    """More sentences than one chunk (16 x batch_size): same scores, in input order."""
+    import numpy as np
+
+    sentences = registry.create("compressor", "sentences", device="cpu", batch_size=2)
+    sentences.bind(smol_counter)
+    texts = [p.text[a:b] for p in PASSAGES for a, b in split_sentences(p.text)] * 4
+    assert len(texts) + 1 > 32
+    got = sentences._scores(QUERY, texts)  # type: ignore[attr-defined]
+    vecs = sentences._encoder().encode([QUERY, *texts], normalize_embeddings=True)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(got, vecs[1:] @ vecs[0], atol=1e-5)
