@@ -104,6 +104,9 @@ def load_into(trainer: Trainer, folder: Path) -> None:
     if meta["decoder"] != trainer.cfg.decoder:
         raise SystemExit(f"{folder} is for decoder {meta['decoder']!r}, not {trainer.cfg.decoder!r}")
     state = load_file(str(folder / "weights.safetensors"))
+    # the artefact's format decides the pooled term and the head's scale (/2: unscaled)
+    trainer.concepts.meta = {k: v for k, v in trainer.concepts.meta.items() if k != "head_scale"}
+    trainer.concepts.meta.update({k: meta[k] for k in ("format", "head_scale") if k in meta})
     with torch.no_grad():
         for k, v in trainer.concepts.lora.params.items():
             v.copy_(state[f"lora.{k}"].to(v.dtype))
