@@ -21,8 +21,10 @@ Even so, the answer stage alone drifts to that generic prior (a paragraph's own 
 explained its answer no better than another paragraph's, ``benchmarks/compllm_probe.py``).
 So, as for the xRAG projector, a contrast hinge (weight ``contrast_weight``) asks each
 answer to be explained better, by ``contrast_margin`` nats, by its own paragraph's concepts
-than by the previous example's in the batch. It is off by default: on SmolLM2 it did not make
-the concepts specific in 150 steps (``benchmarks/results/compllm_probe-smollm.md``).
+than by the previous example's in the batch. It is off by default; the packaged SmolLM2
+weights use it (weight 1, after 40 reconstruction steps). With the unscaled head of format
+/2 no recipe made the concepts specific: the head's correction swamped the pooled term
+(see :mod:`ragc.compressors.concept_encoder`, format /3).
 Seed-reproducible, progress with ETA; an
 interrupted run resumes from ``<out>/checkpoint.pt``.
 """
