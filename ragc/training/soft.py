@@ -267,7 +267,10 @@ def optimise(
     return history
 
 
-def last_mean(history: Sequence[dict[str, Any]], key: str, stage: int | None = None, last: int = 10) -> float:
-    """Mean of ``key`` over the last ``last`` logged steps (of ``stage``, when given)."""
+def last_mean(
+    history: Sequence[dict[str, Any]], key: str, stage: int | None = None, last: int = 10
+) -> float | None:
+    """Mean of ``key`` over the last ``last`` logged steps (of ``stage``, when given); None
+    when nothing was logged (a NaN would make the artefact's config.json invalid JSON)."""
     vals = [h[key] for h in history if key in h and (stage is None or h.get("stage") == stage)][-last:]
-    return float(sum(vals) / len(vals)) if vals else float("nan")
+    return float(sum(vals) / len(vals)) if vals else None

@@ -89,7 +89,11 @@ def bound(weights: Path, decoder: str, cache_dir: Path, **kw: object) -> CompLLM
 
 def test_training_writes_a_small_artefact(trained: tuple[Path, dict], tiny_decoder_dir: Path) -> None:
     out, record = trained
-    meta = json.loads((out / CONFIG_FILE).read_text())
+    def strict(const: str) -> None:
+        raise ValueError(f"{const} in config.json is not valid JSON")
+
+    meta = json.loads((out / CONFIG_FILE).read_text(), parse_constant=strict)
+    assert record["final_gap"] is None  # no contrast term: nothing logged, not NaN
     assert meta["decoder"] == str(tiny_decoder_dir) and meta["hidden_size"] == 32
     assert meta["segment_tokens"] == 20 and len(meta["fingerprint"]) == 16
     assert record["steps"] == 4 and record["final_kl"] >= 0 and record["recon_final"] > 0
