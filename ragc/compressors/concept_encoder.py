@@ -248,11 +248,19 @@ def load_concepts(folder: Path, decoder: str, device: str, dtype: Any) -> Concep
 
     from ragc.models import load_tokenizer, shared_causal_lm
 
-    meta = json.loads((folder / CONFIG_FILE).read_text("utf-8"))
+    try:
+        meta = json.loads((folder / CONFIG_FILE).read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelIntegrityError(f"{folder / CONFIG_FILE} is not a readable JSON config: {e}") from e
+    if not isinstance(meta, dict):
+        raise ModelIntegrityError(f"{folder / CONFIG_FILE} is not a JSON object.")
     if meta.get("format") not in FORMATS:
         raise CompLLMMismatchError(
             f"{folder} has format {meta.get('format')!r}, expected one of {', '.join(FORMATS)}."
         )
+    required = ("decoder", "hidden_size", "vocab_size", "lora_rank", "lora_alpha", "lora_targets")
+    if missing := [k for k in required if k not in meta]:
+        raise ModelIntegrityError(f"{folder / CONFIG_FILE} lacks {', '.join(missing)}.")
     if meta["decoder"] != decoder:
         raise CompLLMMismatchError(
             f"The CompLLM weights in {folder} were trained for decoder {meta['decoder']!r}, but the "

@@ -335,6 +335,14 @@ def test_format_2_artefacts_load_with_an_unscaled_head(tiny_decoder_dir: Path, t
     torch.testing.assert_close(got, table[[5, 6, 7]] + 0.5, rtol=1e-2, atol=1e-3)
     new = new_concepts(lm, tok, str(tiny_decoder_dir))
     save_concepts(new, tmp_path / "v3", {"segment_tokens": 20})
+    cfg = tmp_path / "v3" / "config.json"
+    good = cfg.read_text()
+    no_size = json.dumps({k: v for k, v in json.loads(good).items() if k != "hidden_size"})
+    for text in ("not json", "[1]", no_size):
+        cfg.write_text(text)
+        with pytest.raises(ModelIntegrityError, match=r"config\.json"):
+            load_concepts(tmp_path / "v3", str(tiny_decoder_dir), "cpu", torch.float32)
+    cfg.write_text(good)
     for bad in (None, 0, float("nan"), "x"):
         meta = json.loads((tmp_path / "v3" / "config.json").read_text())
         meta["head_scale"] = bad
