@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -170,11 +171,28 @@ def _pick(logits: torch.Tensor, temperature: float, top_p: float, gen: Any) -> t
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 
 
-def accepts_logits_to_keep(lm: Any) -> bool:
+def _forward_params(lm: Any) -> Mapping[str, Any]:
     try:
-        return "logits_to_keep" in inspect.signature(lm.forward).parameters
+        return inspect.signature(lm.forward).parameters
     except (TypeError, ValueError):
-        return False
+        return {}
+
+
+def accepts_logits_to_keep(lm: Any) -> bool:
+    return "logits_to_keep" in _forward_params(lm)
+
+
+def cache_argument(lm: Any) -> str:
+    """The forward argument that takes the KV cache: ``cache`` in transformers >= 5.2x, where
+    ``past_key_values`` is deprecated (FutureWarning on every decoding step), else
+    ``past_key_values``."""
+    return "cache" if "cache" in _forward_params(lm) else "past_key_values"
+
+
+def output_cache(out: Any) -> Any:
+    """The KV cache of a forward's output, under either name (see :func:`cache_argument`)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def generate_tokens(
@@ -200,6 +218,7 @@ def generate_tokens(
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     gen = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
     extra = {"logits_to_keep": 1} if accepts_logits_to_keep(lm) else {}
+    cache_kw = cache_argument(lm)
     eos = torch.tensor(eos_ids or [-1], device=device)
     out_tokens: list[list[int]] = [[] for _ in range(bsz)]
     done = torch.zeros(bsz, dtype=torch.bool, device=device)
@@ -222,8 +241,8 @@ def generate_tokens(
                 input_ids=nxt[:, None],
                 attention_mask=mask,
                 position_ids=pos,
-                past_key_values=out.past_key_values,
                 use_cache=True,
+                **{cache_kw: output_cache(out)},
             )
             nxt = _pick(out.logits[:, -1], temperature, top_p, gen)
         decode = time.perf_counter() - start

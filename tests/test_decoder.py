@@ -114,3 +114,26 @@ def test_smollm_reads_the_context(smollm: HFDecoder) -> None:
     assert ans.peak_memory_mb > 100
     closed = smollm.generate("In which year was the Zorbian Tower completed?")
     assert closed.prompt_tokens < ans.prompt_tokens
+
+
+def test_decoding_passes_the_kv_cache_by_the_current_name(tiny: HFDecoder) -> None:
+    """transformers deprecates ``past_key_values`` for ``cache`` (a FutureWarning on every
+    step); decoding must use whichever name the model's forward takes, with the same tokens."""
+    import inspect
+    import warnings
+
+    from ragc.decoding import cache_argument
+
+    params = inspect.signature(tiny.lm.forward).parameters
+    assert cache_argument(tiny.lm) == ("cache" if "cache" in params else "past_key_values")
+    ids = tiny.tokenizer("the tower was finished in", add_special_tokens=False)["input_ids"]
+    emb = tiny.lm.get_input_embeddings().weight[ids].detach()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        out = generate_tokens(tiny.lm, [emb], max_new_tokens=4, eos_ids=[])
+    with torch.inference_mode():  # the same greedy tokens, recomputed without any cache
+        seq = list(ids)
+        for _ in range(4):
+            logits = tiny.lm(input_ids=torch.tensor([seq]), use_cache=False).logits
+            seq.append(int(logits[0, -1].argmax()))
+    assert out.tokens[0] == seq[len(ids):]
