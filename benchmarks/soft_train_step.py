@@ -1,4 +1,4 @@
-"""Soft-compressor training step: vocabulary projection at target positions only vs everywhere.
+"""Soft-compressor training step: what the shared training forward saves, side by side.
 
 Usage (from the repository root; nothing is downloaded)::
 
@@ -6,11 +6,15 @@ Usage (from the repository root; nothing is downloaded)::
         [--batch 4] [--answer-window 0] [--reps 3] [--out benchmarks/results/soft_train_step.md]
 
 Times one CompLLM answer-stage step (loss with the contrast hinge and KL teacher, then
-backward) on the same SQuAD train batch, alternating the two ways of computing the
-target logits so both see the same machine load: ``target_logits`` as shipped (the
-decoder's ``logits_to_keep`` keeps positions from the earliest target on) and the full
-projection of every prompt position (what it did before). Also checks both give the same
-loss (exit 1 otherwise).
+backward) on the same SQuAD train batch, cycling through three ways of running the frozen
+decoder so all see the same machine load:
+
+- ``full``: every prompt position through the vocabulary projection, no cached head;
+- ``targets``: the projection only from the earliest target on (``logits_to_keep``);
+- ``targets+head``: as shipped, also continuing from the cached keys and values of the
+  chat-template head every prompt starts with (:class:`ragc.training.soft.PromptHead`).
+
+Also checks all three give the same loss (exit 1 otherwise).
 """
 
 from __future__ import annotations
@@ -21,21 +25,38 @@ import shlex
 import statistics
 import sys
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from unittest import mock
 
 from ragc.eval.report import machine_info
 from ragc.training.compllm import CompLLMTrainConfig, Trainer, squad_examples
 
+VARIANTS = {
+    "full": "every prompt position, no cached head (before)",
+    "targets": "from the earliest target, no cached head",
+    "targets+head": "from the earliest target, cached head (now)",
+}
 
-def step(trainer: Trainer, batch: list, full: bool) -> tuple[float, float]:
+
+def step(trainer: Trainer, batch: list, variant: str) -> tuple[float, float]:
     """Seconds and loss of one forward + backward (no optimiser update)."""
-    with mock.patch("ragc.decoding.accepts_logits_to_keep", return_value=not full):
-        t0 = time.perf_counter()
-        loss, _ = trainer.loss(batch)
-        trainer.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        return time.perf_counter() - t0, loss.item()
+    head = trainer.head
+    patch: AbstractContextManager = (
+        mock.patch("ragc.decoding.accepts_logits_to_keep", return_value=False)
+        if variant == "full"
+        else nullcontext()
+    )
+    trainer.head = head if variant == "targets+head" else None
+    try:
+        with patch:
+            t0 = time.perf_counter()
+            loss, _ = trainer.loss(batch)
+            trainer.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            return time.perf_counter() - t0, loss.item()
+    finally:
+        trainer.head = head
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,36 +72,40 @@ def main(argv: list[str] | None = None) -> int:
                              answer_window=args.answer_window, rates=(0.5,), contrast_weight=1.0)
     trainer = Trainer(cfg, "cpu")
     batch = squad_examples(cfg, trainer.dec.tokenizer)
-    step(trainer, batch, False)  # warm-up
-    times: dict[bool, list[float]] = {False: [], True: []}
-    losses: dict[bool, float] = {}
+    step(trainer, batch, "targets+head")  # warm-up
+    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    losses: dict[str, float] = {}
     for _ in range(args.reps):
-        for full in (True, False):
-            sec, loss = step(trainer, batch, full)
-            times[full].append(sec)
-            losses[full] = loss
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        for variant in VARIANTS:
+            sec, loss = step(trainer, batch, variant)
+            times[variant].append(sec)
+            losses[variant] = loss
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    command = shlex.join(sys.argv[1:] if argv is None else argv)
     lines = [
-        "# Soft-compressor training step: target-position logits vs full projection",
+        "# Soft-compressor training step: target-position logits and the cached prompt head",
         "",
-        f"Command: `python benchmarks/soft_train_step.py {shlex.join(sys.argv[1:])}`",
+        f"Command: `python benchmarks/soft_train_step.py {command}`",
         f"Machine: {machine_info()}",
         "",
         f"One CompLLM answer-stage step (contrast hinge + KL, forward + backward), decoder "
         f"`{args.decoder}`, batch {args.batch}, answer window {args.answer_window or 'whole paragraph'}, "
-        f"median of {args.reps} alternating repetitions.",
+        f"prompt head {len(trainer.head)} tokens, median of {args.reps} rounds of the three variants "
+        "in turn.",
         "",
-        "| logits | seconds / step | loss |",
-        "|---|---|---|",
+        "| vocabulary projection, prompt head | seconds / step | vs before | loss |",
+        "|---|---|---|---|",
     ]
-    for full, name in ((True, "every prompt position (before)"), (False, "from the earliest target (now)")):
-        lines.append(f"| {name} | {statistics.median(times[full]):.2f} | {losses[full]:.4f} |")
-    speed = statistics.median(times[True]) / statistics.median(times[False])
-    lines += ["", f"Speed-up: **{speed:.2f}x** (peak RSS of the process {rss0 / 1024:.0f} MiB)."]
+    base = statistics.median(times["full"])
+    for variant, name in VARIANTS.items():
+        med = statistics.median(times[variant])
+        lines.append(f"| {name} | {med:.2f} | {base / med:.2f}x | {losses[variant]:.4f} |")
+    lines += ["", f"Peak RSS of the process {rss / 1024:.0f} MiB."]
     text = "\n".join(lines) + "\n"
     print(text)
-    if abs(losses[True] - losses[False]) > 1e-3 * max(1.0, abs(losses[True])):
-        print("error: the two paths gave different losses", file=sys.stderr)
+    ref = losses["full"]
+    if any(abs(v - ref) > 1e-3 * max(1.0, abs(ref)) for v in losses.values()):
+        print("error: the variants gave different losses", file=sys.stderr)
         return 1
     if args.out:
         args.out.write_text(text)

@@ -44,6 +44,7 @@ from ragc.errors import InvalidArgumentError
 from ragc.training.checks import check_finite
 from ragc.training.soft import (
     RECONSTRUCT_QUESTION,
+    PromptHead,
     Sample,
     batch_embeds,
     distill_loss,
@@ -198,6 +199,7 @@ class Trainer:
 
         self.cfg = cfg
         self.dec = frozen_decoder(cfg.decoder, device)
+        self.head = PromptHead(self.dec)  # every training prompt starts with it
         torch.manual_seed(cfg.seed)
         self.concepts: Concepts = new_concepts(
             self.dec.lm, self.dec.tokenizer, cfg.decoder, cfg.lora_rank, cfg.lora_alpha
@@ -231,8 +233,8 @@ class Trainer:
         for it, row in zip(items, rows):
             seg = SoftSegment((it.passage_id,), torch.zeros(row.shape[0], d), self.cfg.decoder)
             samples.append(Sample(it.question, CompressedContext((seg,), 1, 1), it.target))
-        embeds, mask, starts = batch_embeds(self.dec, samples, [[r] for r in rows])
-        return target_logits(self.dec.lm, embeds, mask, starts, [len(it.target) for it in items])
+        embeds, mask, starts = batch_embeds(self.dec, samples, [[r] for r in rows], self.head)
+        return target_logits(self.dec.lm, embeds, mask, starts, [len(it.target) for it in items], self.head)
 
     def student_logits(self, items: Sequence[Item]) -> list[Any]:
         """Target logits of the frozen decoder reading each item's own concepts."""
@@ -287,8 +289,8 @@ class Trainer:
                 for ex in examples
             ]
             with torch.no_grad():
-                t_emb, t_mask, t_starts = batch_embeds(self.dec, text)
-                teacher = target_logits(self.dec.lm, t_emb, t_mask, t_starts, lengths)
+                t_emb, t_mask, t_starts = batch_embeds(self.dec, text, head=self.head)
+                teacher = target_logits(self.dec.lm, t_emb, t_mask, t_starts, lengths, self.head)
         own = sample_ce(student, targets)
         loss, stats = distill_loss(student, targets, teacher, self.cfg.kl_weight, ce=own)
         if contrast:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +44,56 @@ class Sample:
     target: tuple[int, ...]
 
 
+class PromptHead:
+    """The KV cache of the chat-template head that every prompt with a context starts with
+    (system message and ``Context:`` line, 36 tokens for qwen2.5), computed once.
+
+    The decoder is frozen, so these keys and values never change; a training forward that
+    starts from them (:func:`target_logits` with ``head``) skips that share of every
+    prompt, for the student and the teacher alike, with the same logits.
+    """
+
+    def __init__(self, dec: Any) -> None:
+        import torch
+
+        from ragc.decoding import output_cache
+        from ragc.types import TextSegment
+
+        probe = CompressedContext((TextSegment("head", "x", ((0, 1),), 1),), 1, 1)
+        first = dec.prompt("?", probe).pieces[0]
+        if first.soft is not None or first.context or not first.ids:
+            raise InvalidArgumentError("The decoder's prompt does not start with a fixed text head.")
+        self.ids: tuple[int, ...] = tuple(first.ids)
+        weight = dec.lm.get_input_embeddings().weight
+        with torch.no_grad():
+            out = dec.lm(input_ids=torch.tensor([self.ids], device=weight.device), use_cache=True)
+        self._cache = output_cache(out)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def expand(self, batch: int) -> Any:
+        """A fresh copy of the cache for ``batch`` sequences (a forward appends to it)."""
+        import copy
+
+        cache = copy.deepcopy(self._cache)
+        if batch > 1:
+            cache.batch_repeat_interleave(batch)
+        return cache
+
+
 def batch_embeds(
-    dec: Any, samples: Sequence[Sample], soft_rows: Sequence[Sequence[Any]] | None = None
+    dec: Any,
+    samples: Sequence[Sample],
+    soft_rows: Sequence[Sequence[Any]] | None = None,
+    head: PromptHead | None = None,
 ) -> tuple[Any, Any, list[int]]:
     """``(inputs_embeds (B, T, d), attention_mask (B, T), target starts)``, right-padded.
 
     ``soft_rows[b]`` replaces the soft pieces of sample ``b`` in order (tensors ``(n, d)``
     that may carry gradients); ``None`` keeps the placeholders (text-only contexts).
+    With ``head``, every prompt must start with its tokens, which are left out here (the
+    forward takes them from the head's cache, see :func:`target_logits`).
     """
     import torch
 
@@ -59,14 +102,19 @@ def batch_embeds(
     device, dtype = layer.weight.device, layer.weight.dtype
     rows, starts = [], []
     for b, s in enumerate(samples):
-        prompt = dec.prompt(s.question, s.context)
+        pieces = list(dec.prompt(s.question, s.context).pieces)
+        if head is not None:
+            first = pieces[0]
+            if first.soft is not None or tuple(first.ids[: len(head)]) != head.ids:
+                raise InvalidArgumentError(f"sample {b}: its prompt does not start with the cached head.")
+            pieces[0] = replace(first, ids=tuple(first.ids[len(head) :]))
         replacements = iter(soft_rows[b]) if soft_rows is not None else iter(())
         parts = []
-        for piece in prompt.pieces:
+        for piece in pieces:
             if piece.soft is not None:
                 row = next(replacements, None)
                 parts.append((piece.soft if row is None else row).to(device=device, dtype=dtype))
-            else:
+            elif piece.ids:
                 parts.append(layer(torch.tensor(piece.ids, device=device)))
         if soft_rows is not None and next(replacements, None) is not None:
             raise InvalidArgumentError(f"sample {b}: more soft rows than soft pieces in its prompt.")
@@ -83,19 +131,33 @@ def batch_embeds(
 
 
 def target_logits(
-    lm: Any, embeds: Any, mask: Any, starts: Sequence[int], lengths: Sequence[int]
+    lm: Any,
+    embeds: Any,
+    mask: Any,
+    starts: Sequence[int],
+    lengths: Sequence[int],
+    head: PromptHead | None = None,
 ) -> list[Any]:
     """Per sample ``(len(target), V)`` fp32 logits predicting each target token.
 
     Only positions from the earliest target on go through the vocabulary projection
     (``logits_to_keep``, when the model takes it): the prompt's logits are never used, and
     for a small decoder the projection over a long prompt is a large share of the step.
+    With ``head`` (``embeds`` made by :func:`batch_embeds` with the same head) the forward
+    continues from the head's cached keys and values instead of recomputing them.
     """
-    from ragc.decoding import accepts_logits_to_keep
+    import torch
+
+    from ragc.decoding import accepts_logits_to_keep, cache_argument
 
     lo = min(starts) - 1 if accepts_logits_to_keep(lm) else 0
-    extra = {"logits_to_keep": int(embeds.shape[1]) - lo} if lo > 0 else {}
-    out = lm(inputs_embeds=embeds, attention_mask=mask, use_cache=False, **extra)
+    extra: dict[str, Any] = {"logits_to_keep": int(embeds.shape[1]) - lo} if lo > 0 else {}
+    if head is not None:
+        bsz, width = mask.shape
+        mask = torch.cat([mask.new_ones(bsz, len(head)), mask], dim=1)
+        pos = torch.arange(len(head), len(head) + width, device=mask.device)
+        extra |= {cache_argument(lm): head.expand(bsz), "position_ids": pos.expand(bsz, width)}
+    out = lm(inputs_embeds=embeds, attention_mask=mask, use_cache=head is not None, **extra)
     logits = out.logits
     return [logits[b, s - 1 - lo : s - 1 - lo + n].float() for b, (s, n) in enumerate(zip(starts, lengths))]
 

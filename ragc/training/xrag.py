@@ -48,6 +48,7 @@ from ragc.errors import InvalidArgumentError
 from ragc.training.checks import check_finite
 from ragc.training.soft import (
     RECONSTRUCT_QUESTION,
+    PromptHead,
     Sample,
     batch_embeds,
     distill_loss,
@@ -159,6 +160,7 @@ class Trainer:
         self.cfg = cfg
         self.dec = frozen_decoder(cfg.decoder, device)
         self.device, self.lm = self.dec.device, self.dec.lm
+        self.head = PromptHead(self.dec)  # every training prompt starts with it
         self.encoder = load_sentence_encoder(cfg.encoder, self.device, "float32")
         dim = (
             getattr(self.encoder, "get_embedding_dimension", None)
@@ -309,15 +311,16 @@ class Trainer:
         tokens = torch.cat([projected, projected.roll(1, 0)]) if contrast else projected
         samples = [self.sample(ex, True) for ex in examples] * (2 if contrast else 1)
         embeds, mask, starts = batch_embeds(
-            self.dec, samples, [[tokens[b : b + 1]] for b in range(len(samples))]
+            self.dec, samples, [[tokens[b : b + 1]] for b in range(len(samples))], self.head
         )
-        logits = target_logits(lm, embeds, mask, starts, lengths * (2 if contrast else 1))
+        logits = target_logits(lm, embeds, mask, starts, lengths * (2 if contrast else 1), self.head)
         student = logits[:n]
         teacher = None
         if self.cfg.kl_weight > 0 and examples[0].stage == 2:  # batches never mix stages
             with torch.no_grad():
-                t_emb, t_mask, t_starts = batch_embeds(self.dec, [self.sample(ex, False) for ex in examples])
-                teacher = target_logits(lm, t_emb, t_mask, t_starts, lengths)
+                text = [self.sample(ex, False) for ex in examples]
+                t_emb, t_mask, t_starts = batch_embeds(self.dec, text, head=self.head)
+                teacher = target_logits(lm, t_emb, t_mask, t_starts, lengths, self.head)
         own = sample_ce(student, targets)
         loss, stats = distill_loss(student, targets, teacher, self.cfg.kl_weight, ce=own)
         if contrast:

@@ -488,3 +488,42 @@ def load_squad_train_corpus() -> Any:
     from ragc.eval.datasets import load_squad
 
     return load_squad("train").corpus
+
+
+def test_prompt_head_cache_gives_the_same_logits_and_gradients(tiny_decoder_dir: Path) -> None:
+    """Training forwards that continue from the cached chat-template head give the logits
+    and soft-row gradients of the full prompts (right-padded batch, text and soft contexts);
+    a prompt without that head is refused."""
+    from ragc.training.soft import PromptHead, Sample, batch_embeds, frozen_decoder, target_logits
+    from ragc.types import CompressedContext, SoftSegment, TextSegment
+
+    dec = frozen_decoder(str(tiny_decoder_dir), "cpu")
+    head = PromptHead(dec)
+    assert len(head) > 5 and dec.tokenizer.decode(head.ids).rstrip().endswith("Context:")
+    d = dec.hidden_size
+    texts = ["The tower was finished in 1889 by Gustave Eiffel.", "Short one."]
+    samples = [
+        Sample("When was it finished?", CompressedContext((TextSegment("a", texts[0], ((0, 49),), 0),), 1, 1),
+               (11, 12, 13)),
+        Sample("Who?", CompressedContext((TextSegment("b", texts[1], ((0, 10),), 0),), 1, 1), (14, 15)),
+        Sample("And the soft one?",
+               CompressedContext((SoftSegment(("c",), torch.zeros(3, d), str(tiny_decoder_dir)),), 1, 1),
+               (16, 17, 18, 19)),
+    ]
+    torch.manual_seed(1)
+    grads = []
+    for use in (None, head):
+        soft = torch.randn(3, d, requires_grad=True)
+        rows = [[], [], [soft]]
+        emb, mask, starts = batch_embeds(dec, samples, rows, head=use)
+        got = target_logits(dec.lm, emb, mask, starts, [len(s.target) for s in samples], head=use)
+        sum(x.sum() for x in got).backward()
+        grads.append((got, soft.grad.clone()))
+        torch.manual_seed(1)
+    (plain, g_plain), (cached, g_cached) = grads
+    for a, b in zip(plain, cached):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4)
+    assert torch.allclose(g_plain, g_cached, atol=1e-4) and g_plain.abs().sum() > 0
+    closed_book = Sample("No context?", CompressedContext((), 0, 0), (11,))
+    with pytest.raises(InvalidArgumentError, match="cached head"):
+        batch_embeds(dec, [closed_book], head=head)
