@@ -12,8 +12,10 @@ word score: ``unit="clause"``) at rates 0.5, 0.33 and 0.2; the question-aware
 compositions ``chain[sentences-xE->llmlingua2]`` at 0.33 (sentences keep E x 0.33,
 E = 1.5 and 1.2), ``chain[sentences-x1.2->llmlingua2-clause]`` and ``tiered-vS`` (the best
 sentences verbatim in a share S of the budget, the next ones cut by llmlingua2-clause);
-and the gold-paragraph oracle (only the question's gold paragraph, uncompressed) as the
-ceiling. Each run is resumable under ``runs/llmlingua2/<name>``. Writes
+the query-blind ``truncate``, ``random``, ``llmlingua2`` and ``llmlingua2-clause`` again at
+0.33 with ``allocation="rank"`` (``-rank``: better-ranked passages keep more); and the
+gold-paragraph oracle (only the question's gold paragraph, uncompressed) as the ceiling.
+Each run is resumable under ``runs/llmlingua2/<name>``. Writes
 ``benchmarks/results/llmlingua2.md`` with EM/F1, the achieved rate, compressor
 milliseconds per 1k source tokens and TTFT relative to the uncompressed run.
 """
@@ -39,6 +41,9 @@ CHAIN_EXPANDS = (1.5, 1.2)  # sentences keep 0.5 (0.4) of the tokens, then llmli
 # tiered: the best sentences fill this share of the budget verbatim, llmlingua2-clause the rest
 # (0.7 is the compressor's default, fixed before these runs; 0.5 and 0.9 bracket it).
 TIERED_VERBATIM = (0.5, 0.7, 0.9)
+# Query-blind methods again with allocation="rank": passage i (retrieval order) gets a budget
+# share weighted by length * 0.5**i (the default decay, fixed before these runs).
+RANKED = ("truncate", "random", "llmlingua2", "llmlingua2-clause")
 METHODS: dict[str, dict[str, Any]] = {
     "truncate": {"name": "truncate"},
     "sentences": {"name": "sentences"},
@@ -87,6 +92,9 @@ def specs(n: int, seed: int, decoder: str, cache_dir: str) -> list[EvalSpec]:
             for share in TIERED_VERBATIM:
                 tiered = {"name": "tiered", "budget": 0.33, "verbatim": share}  # default stages
                 out.append(spec(f"tiered-v{share:g}@0.33", tiered))
+            for method in RANKED:
+                ranked = {**METHODS[method], "allocation": "rank", "budget": 0.33}
+                out.append(spec(f"{method}-rank@0.33", ranked))
     return out
 
 
@@ -145,6 +153,8 @@ def _row_order(item: tuple[EvalSummary, float]) -> tuple[int, float, int]:
     method, _, rate = name.rpartition("@")
     if method in METHODS:
         return (1, -float(rate), list(METHODS).index(method))
+    if method.endswith("-rank") and method[: -len("-rank")] in METHODS:
+        return (1, -float(rate), len(METHODS) + list(METHODS).index(method[: -len("-rank")]))
     return (2, -float(rate or 0), 0)
 
 
@@ -179,7 +189,9 @@ def report(summaries: list[tuple[EvalSummary, float]], command: str, n: int) -> 
         "word score. `tiered-vS` (LongLLMLingua's rank-dependent ratio as a composition) keeps the "
         "best-ranked sentences whole in a share S of the budget and cuts the next-ranked ones "
         "(2x the rest) to the rest with `llmlingua2-clause`. `gold-oracle` reads only the question's gold "
-        "paragraph (the ceiling).",
+        "paragraph (the ceiling). `METHOD-rank` is the query-blind METHOD with `allocation=\"rank\"`: "
+        "passage i in retrieval order gets a share of the budget weighted by its length x 0.5^i, so "
+        "the best-ranked passages are compressed least; the compressor still never reads the question.",
         "",
         "![F1 vs prompt tokens, TTFT](llmlingua2.png)",
         "",

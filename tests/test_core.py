@@ -41,6 +41,26 @@ def test_allocate_is_proportional_and_exact() -> None:
     assert shares[0] <= 1 and sum(shares) == 11
 
 
+def test_allocate_by_rank_favours_the_best_ranked_items_and_stays_exact() -> None:
+    import random
+
+    assert allocate(283, [170] * 5, 1.0) == allocate(283, [170] * 5)  # decay 1 = proportional
+    assert allocate(283, [170] * 5, 0.5) == [147, 73, 36, 18, 9]  # weights 1, 1/2, 1/4, ...
+    # The first item's share (203) would exceed its 170 tokens: it stays whole and the other
+    # 113 are split again over the rest by their weights 0.3, 0.09, 0.027, 0.0081.
+    assert allocate(283, [170] * 5, 0.3) == [170, 81, 23, 7, 2]
+    assert allocate(10, [3, 3, 3, 3], 0.0) == [3, 3, 3, 1]  # decay 0: strictly in rank order
+    assert allocate(100, [0, 50, 60], 0.5) == [0, 50, 50]  # an empty item takes nothing
+    rng = random.Random(0)
+    for _ in range(3000):
+        lengths = [rng.randint(0, 300) for _ in range(rng.randint(1, 7))]
+        target = rng.randint(-5, sum(lengths) + 5)
+        decay = rng.choice([0.0, 0.1, 0.5, 0.9, 1.0])
+        shares = allocate(target, lengths, decay)
+        assert all(0 <= a <= n for a, n in zip(shares, lengths))
+        assert sum(shares) == max(0, min(target, sum(lengths)))
+
+
 def test_unknown_names_list_the_valid_ones() -> None:
     with pytest.raises(UnknownComponentError) as err:
         registry.create("compressor", "llmlingua9")

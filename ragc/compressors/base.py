@@ -104,17 +104,38 @@ def identity_context(
     return CompressedContext(segs, total, total, name)
 
 
-def allocate(target: int, lengths: Sequence[int]) -> list[int]:
-    """Split ``target`` tokens over items of ``lengths`` proportionally, never above a length.
+def allocate(target: int, lengths: Sequence[int], decay: float = 1.0) -> list[int]:
+    """Split ``target`` tokens over items of ``lengths`` (best-ranked first), never above a length.
 
-    Leftover tokens (from flooring) go to the earliest items first (best-ranked passages).
+    Item ``i`` is weighted by ``lengths[i] * decay**i``: ``decay=1`` splits in proportion to
+    length; ``decay<1`` gives better-ranked items a larger share of their text (LongLLMLingua's
+    rank-dependent compression ratio, with the retriever's order as the rank). An item whose
+    share would exceed its length is kept whole and the rest is split again over the others.
+    Leftover tokens (from flooring) go to the earliest items first; ``decay=0`` fills the
+    items strictly in rank order.
     """
     total = sum(lengths)
     if total == 0 or target <= 0:
         return [0] * len(lengths)
     if target >= total:
         return list(lengths)
-    shares = [min(n, (target * n) // total) for n in lengths]
+    weights = [n * decay**i for i, n in enumerate(lengths)]
+    shares = [0] * len(lengths)
+    open_ = [i for i, n in enumerate(lengths) if n > 0]
+    left = target
+    while open_:
+        mass = sum(weights[i] for i in open_)
+        if mass <= 0:  # decay 0: the rest goes to the earliest items below
+            break
+        full = [i for i in open_ if left * weights[i] >= lengths[i] * mass]
+        if not full:
+            for i in open_:
+                shares[i] = int(left * weights[i] / mass)
+            break
+        for i in full:  # these fit whole: fix them and split what remains over the rest
+            shares[i] = lengths[i]
+            left -= lengths[i]
+        open_ = [i for i in open_ if i not in full]
     left = target - sum(shares)
     for i, n in enumerate(lengths):
         if left <= 0:
@@ -123,3 +144,27 @@ def allocate(target: int, lengths: Sequence[int]) -> list[int]:
         shares[i] += extra
         left -= extra
     return shares
+
+
+DEFAULT_RANK_DECAY = 0.5
+
+
+def rank_decay_for(allocation: str, rank_decay: float | None) -> float:
+    """The ``decay`` to pass to :func:`allocate` for a compressor's ``allocation`` setting.
+
+    ``allocation="rank"`` uses ``rank_decay`` (``None``: :data:`DEFAULT_RANK_DECAY`), which
+    must lie in [0, 1]; every other allocation splits in proportion to length (decay 1) and
+    refuses a ``rank_decay``, so a setting that would be ignored is never accepted silently.
+    """
+    from ragc.errors import InvalidArgumentError
+
+    if allocation != "rank":
+        if rank_decay is not None:
+            raise InvalidArgumentError(
+                f"rank_decay={rank_decay!r} only applies to allocation='rank' (got {allocation!r})."
+            )
+        return 1.0
+    decay = DEFAULT_RANK_DECAY if rank_decay is None else rank_decay
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay <= 1:
+        raise InvalidArgumentError(f"rank_decay must be a number in [0, 1], got {rank_decay!r}.")
+    return float(decay)

@@ -7,7 +7,8 @@ each passage (higher = keep). The template does the rest, vectorised with numpy:
 2. cost each word in the **decoder's** tokens (each decoder token is charged to the word
    holding its last character, or to the next word if that character is whitespace);
 3. keep the highest-scoring words whose cumulative cost fits the target (globally across
-   passages, or per passage in proportion to length), force-kept words first; with
+   passages, per passage in proportion to length, or per passage with better-ranked
+   passages compressed less: ``allocation="rank"``), force-kept words first; with
    ``unit="clause"`` every word carries the mean score of its clause (text between
    punctuation marks or line breaks, at most ``clause_words`` words), so whole clauses
    are kept or dropped and the kept text stays readable to a small decoder;
@@ -25,12 +26,12 @@ from typing import Literal
 
 import numpy as np
 
-from ragc.compressors.base import Compressor, allocate
+from ragc.compressors.base import Compressor, allocate, rank_decay_for
 from ragc.text import word_spans
 from ragc.tokens import TokenCounter
 from ragc.types import Budget, CompressedContext, Scored, TextSegment
 
-Allocation = Literal["global", "per_passage"]
+Allocation = Literal["global", "per_passage", "rank"]
 Unit = Literal["word", "clause"]
 _CLAUSE_END = frozenset(",;:.!?)]}\"”»。，；：！？、")
 
@@ -107,7 +108,12 @@ class TokenScoringCompressor(Compressor):
     Parameters (shared by subclasses):
         budget: rate in (0, 1] or an int token budget.
         allocation: ``global`` ranks all words together; ``per_passage`` gives each
-            passage its share of the budget (proportional to its length).
+            passage its share of the budget (proportional to its length); ``rank`` weights
+            passage ``i`` (in retrieval order) by ``length * rank_decay**i``, so the
+            best-ranked passages keep more of their text (LongLLMLingua's rank-dependent
+            ratio without reading the query; a passage whose share exceeds it stays whole).
+        rank_decay: in [0, 1], only with ``allocation="rank"`` (default 0.5); 1 is
+            ``per_passage``, 0 fills passages strictly in rank order.
         force_keep: words always kept when present (e.g. ``("?", "\\n")``), budget allowing.
         tolerance: the achieved size is within this fraction below the target.
         unit: ``word`` (LLMLingua-2: each word on its own score) or ``clause`` (each word
@@ -122,15 +128,17 @@ class TokenScoringCompressor(Compressor):
     tolerance: float = 0.02
     unit: Unit = "word"
     clause_words: int = 12
+    rank_decay: float | None = None
 
     def __post_init__(self) -> None:
         from ragc.errors import InvalidArgumentError
 
         Budget.parse(self.budget)
-        if self.allocation not in ("global", "per_passage"):
+        if self.allocation not in ("global", "per_passage", "rank"):
             raise InvalidArgumentError(
-                f"allocation must be 'global' or 'per_passage', got {self.allocation!r}."
+                f"allocation must be 'global', 'per_passage' or 'rank', got {self.allocation!r}."
             )
+        rank_decay_for(self.allocation, self.rank_decay)
         if not 0 <= self.tolerance < 1:
             raise InvalidArgumentError(f"tolerance must be in [0, 1), got {self.tolerance}.")
         if self.unit not in ("word", "clause"):
@@ -162,7 +170,8 @@ class TokenScoringCompressor(Compressor):
         if self.allocation == "global":
             keeps = self._select(words, scores, target)
         else:
-            shares = allocate(target, [seg.tokens for seg in identity.segments])
+            decay = rank_decay_for(self.allocation, self.rank_decay)
+            shares = allocate(target, [seg.tokens for seg in identity.segments], decay)
             keeps = [self._select([w], [s], t)[0] for w, s, t in zip(words, scores, shares)]
         segs = self._segments(passages, words, keeps)
         return CompressedContext(tuple(segs), identity.source_tokens, sum(s.tokens for s in segs), self.name)

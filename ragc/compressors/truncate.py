@@ -3,31 +3,44 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from ragc.compressors.base import Compressor, allocate
+from ragc.compressors.base import Compressor, allocate, rank_decay_for
+from ragc.errors import InvalidArgumentError
 from ragc.types import Budget, CompressedContext, Scored, TextSegment
 
 
 @dataclass
 class TruncateCompressor(Compressor):
-    """Keeps the first tokens of every passage, the budget split in proportion to length.
+    """Keeps the first tokens of every passage.
 
     A naive, query-blind baseline. Parameters:
         budget: rate in (0, 1] or an int token budget for the whole context.
+        allocation: ``per_passage`` splits the budget in proportion to passage length;
+            ``rank`` weights passage ``i`` (retrieval order) by ``length * rank_decay**i``
+            (see :func:`ragc.compressors.base.allocate`).
+        rank_decay: in [0, 1], only with ``allocation="rank"`` (default 0.5).
     """
 
     name: ClassVar[str] = "truncate"
     budget: float | int = 0.5
+    allocation: Literal["per_passage", "rank"] = "per_passage"
+    rank_decay: float | None = None
 
     def __post_init__(self) -> None:
         Budget.parse(self.budget)
+        if self.allocation not in ("per_passage", "rank"):
+            raise InvalidArgumentError(
+                f"allocation must be 'per_passage' or 'rank', got {self.allocation!r}."
+            )
+        rank_decay_for(self.allocation, self.rank_decay)
 
     def _compress(
         self, query: str | None, passages: list[Scored], budget: Budget, identity: CompressedContext
     ) -> CompressedContext:
         counts = [seg.tokens for seg in identity.segments]
-        shares = allocate(budget.target(identity.source_tokens), counts)
+        decay = rank_decay_for(self.allocation, self.rank_decay)
+        shares = allocate(budget.target(identity.source_tokens), counts, decay)
         segs: list[TextSegment] = []
         for s, n in zip(passages, shares):
             if n <= 0:

@@ -156,7 +156,7 @@ def test_truncate_keeps_heads(smol_counter: TokenCounter) -> None:
 
 
 @pytest.mark.parametrize("rate", [0.2, 0.33, 0.5, 0.8])
-@pytest.mark.parametrize("allocation", ["global", "per_passage"])
+@pytest.mark.parametrize("allocation", ["global", "per_passage", "rank"])
 def test_word_compressors_hit_the_budget_within_2_percent(
     compressor: Compressor, smol_counter: TokenCounter, rate: float, allocation: str
 ) -> None:

@@ -140,7 +140,7 @@ def budget_texts(seed: int) -> list[str]:
 
 
 @pytest.mark.parametrize("rate", [0.2, 0.33, 0.5, 0.8])
-@pytest.mark.parametrize("allocation", ["global", "per_passage"])
+@pytest.mark.parametrize("allocation", ["global", "per_passage", "rank"])
 def test_budget_is_never_exceeded_and_mostly_used(
     comp: LLMLingua2Compressor, rate: float, allocation: str
 ) -> None:
@@ -154,7 +154,7 @@ def test_budget_is_never_exceeded_and_mostly_used(
 # before a number to the previous word, and the top-up stops at the first word costlier than
 # the gap. With this seeded fixture model the selections land within 2%.
 @pytest.mark.parametrize("rate", [0.2, 0.33, 0.5])
-@pytest.mark.parametrize("allocation", ["global", "per_passage"])
+@pytest.mark.parametrize("allocation", ["global", "per_passage", "rank"])
 def test_budget_within_2_percent(comp: LLMLingua2Compressor, rate: float, allocation: str) -> None:
     kept, target = compress_texts(comp, budget_texts(3), rate, allocation)
     assert 0.98 * target - 1 <= kept <= target

@@ -74,6 +74,47 @@ def test_clause_unit_keeps_whole_clauses_and_hits_the_budget(smol_counter: Token
     assert by_word_seg.text != seg.text
 
 
+def test_rank_allocation_compresses_the_best_ranked_passage_least(smol_counter: TokenCounter) -> None:
+    from ragc.compressors.truncate import TruncateCompressor
+
+    passages = [Scored(Passage(f"p{i}", TEXT, ""), 1.0 - i / 10, i) for i in range(4)]
+    kept = {}
+    for comp in (Scripted(budget=0.4, allocation="rank"), TruncateCompressor(budget=0.4, allocation="rank")):
+        comp.bind(smol_counter)
+        ctx = comp.compress(None, passages)
+        target = int(0.4 * ctx.source_tokens)
+        assert ctx.kept_tokens <= target
+        tokens = {seg.passage_id: seg.tokens for seg in ctx.segments}
+        counts = [tokens.get(f"p{i}", 0) for i in range(4)]
+        assert counts == sorted(counts, reverse=True) and counts[0] > 2 * counts[2]  # halves per rank
+        kept[comp.name] = counts
+    # The same passages, the same budget, split in proportion to length: equal shares.
+    flat = Scripted(budget=0.4, allocation="per_passage")
+    flat.bind(smol_counter)
+    flat_counts = [seg.tokens for seg in flat.compress(None, passages).segments]
+    assert max(flat_counts) - min(flat_counts) <= 2
+    # rank_decay=0 fills passages strictly in rank order: the first is kept whole.
+    strict = Scripted(budget=0.4, allocation="rank", rank_decay=0.0)
+    strict.bind(smol_counter)
+    first = strict.compress(None, passages).segments[0]
+    assert first.passage_id == "p0" and first.text == TEXT
+
+
+def test_bad_rank_allocation_settings() -> None:
+    from ragc.compressors.truncate import TruncateCompressor
+
+    for cls in (Scripted, TruncateCompressor):
+        with pytest.raises(InvalidArgumentError, match="only applies to allocation='rank'"):
+            cls(rank_decay=0.3)
+        for bad in (-0.1, 1.5, True, "0.5"):
+            with pytest.raises(InvalidArgumentError, match="rank_decay must be"):
+                cls(allocation="rank", rank_decay=bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="allocation must be"):
+        TruncateCompressor(allocation="global")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="allocation must be"):
+        Scripted(allocation="ranked")  # type: ignore[arg-type]
+
+
 def test_bad_unit_settings() -> None:
     with pytest.raises(InvalidArgumentError, match="unit must be"):
         Scripted(unit="sentence")  # type: ignore[arg-type]
