@@ -44,6 +44,9 @@ TIERED_VERBATIM = (0.5, 0.7, 0.9)
 # Query-blind methods again with allocation="rank": passage i (retrieval order) gets a budget
 # share weighted by length * 0.5**i (the default decay, fixed before these runs).
 RANKED = ("truncate", "random", "llmlingua2", "llmlingua2-clause")
+# Sensitivity (run after the 0.5 rows were seen): a steeper decay, where the best-ranked
+# passage is usually kept whole.
+RANK_DECAY_SWEEP = {"truncate": (0.25,), "llmlingua2-clause": (0.25,)}
 METHODS: dict[str, dict[str, Any]] = {
     "truncate": {"name": "truncate"},
     "sentences": {"name": "sentences"},
@@ -95,6 +98,10 @@ def specs(n: int, seed: int, decoder: str, cache_dir: str) -> list[EvalSpec]:
             for method in RANKED:
                 ranked = {**METHODS[method], "allocation": "rank", "budget": 0.33}
                 out.append(spec(f"{method}-rank@0.33", ranked))
+            for method, decays in RANK_DECAY_SWEEP.items():
+                for decay in decays:
+                    ranked = {**METHODS[method], "allocation": "rank", "rank_decay": decay, "budget": 0.33}
+                    out.append(spec(f"{method}-rank{decay:g}@0.33", ranked))
     return out
 
 
@@ -153,8 +160,9 @@ def _row_order(item: tuple[EvalSummary, float]) -> tuple[int, float, int]:
     method, _, rate = name.rpartition("@")
     if method in METHODS:
         return (1, -float(rate), list(METHODS).index(method))
-    if method.endswith("-rank") and method[: -len("-rank")] in METHODS:
-        return (1, -float(rate), len(METHODS) + list(METHODS).index(method[: -len("-rank")]))
+    base, sep, decay = method.rpartition("-rank")
+    if sep and base in METHODS:
+        return (1, -float(rate), (1 + len(decay)) * len(METHODS) + list(METHODS).index(base))
     return (2, -float(rate or 0), 0)
 
 
