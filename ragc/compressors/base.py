@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
-from ragc.errors import EmptyQueryError, RagcError
+from ragc.errors import EmptyQueryError, InvalidArgumentError, RagcError
 from ragc.tokens import TokenCounter
 from ragc.types import Budget, CompressedContext, Scored, TextSegment
 
@@ -156,8 +156,6 @@ def rank_decay_for(allocation: str, rank_decay: float | None) -> float:
     must lie in [0, 1]; every other allocation splits in proportion to length (decay 1) and
     refuses a ``rank_decay``, so a setting that would be ignored is never accepted silently.
     """
-    from ragc.errors import InvalidArgumentError
-
     if allocation != "rank":
         if rank_decay is not None:
             raise InvalidArgumentError(
