@@ -104,6 +104,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from ragc.pipelines.rag import Pipeline
 
     cfg = PipelineConfig.from_dict(_overrides(args))
+    # Build the compressor first: a bad setting is reported before the corpus is indexed.
+    compressor = cfg.compressor.build()
     retriever = None
     if cfg.retriever is not None:
         if args.index:
@@ -117,7 +119,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
             retriever.index(load_corpus(args.corpus))
         else:
             raise RagcError("ragc ask needs --index DIR or --corpus PATH (or --closed-book).")
-    pipe = Pipeline(retriever, cfg.compressor.build(), cfg.decoder.build(), cfg.k, cfg.to_dict())
+    pipe = Pipeline(retriever, compressor, cfg.decoder.build(), cfg.k, cfg.to_dict())
     answer = pipe.ask(args.question)
     if args.json:
         print(json.dumps(_answer_json(answer), ensure_ascii=False, indent=2))

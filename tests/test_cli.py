@@ -46,6 +46,11 @@ def test_errors_exit_nonzero_with_a_message(tmp_path: Path) -> None:
     assert out.returncode == 2 and "empty" in out.stderr.lower()
     out = ragc("ask", "q?", "-k", "0", "--corpus", str(DATA / "demo_corpus.jsonl"), *SMOL)
     assert out.returncode == 2 and "k must be" in out.stderr
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("compressor: {name: truncate, allocation: rank, rank_decay: 2}\n")
+    # The compressor is checked before the corpus is read: the missing corpus is never reached.
+    out = ragc("ask", "q?", "--config", str(cfg), "--corpus", str(tmp_path / "missing.jsonl"), *SMOL)
+    assert out.returncode == 2 and "rank_decay must be" in out.stderr and "missing" not in out.stderr
 
 
 @pytest.mark.slow
