@@ -112,6 +112,13 @@ class CompressedContext:
                 seen.setdefault(pid, None)
         return tuple(seen)
 
+    @property
+    def text(self) -> str | None:
+        """The text segments joined by blank lines; ``None`` if any segment is soft (no text)."""
+        if any(not isinstance(seg, TextSegment) for seg in self.segments):
+            return None
+        return "\n\n".join(seg.text for seg in self.segments if isinstance(seg, TextSegment))
+
     @classmethod
     def empty(cls) -> CompressedContext:
         return cls(segments=(), source_tokens=0, kept_tokens=0, compressor="none")

@@ -89,3 +89,15 @@ def mean(values: Iterable[float]) -> float:
 def mean_percent(values: Iterable[float]) -> float:
     """Mean of per-example scores in [0, 1], as a percentage."""
     return 100.0 * mean(values)
+
+
+def answer_kept(context_text: str | None, golds: Sequence[str]) -> float | None:
+    """1.0 if a gold answer survives in the context text the decoder reads, else 0.0.
+
+    The decoder-free half of a compressor's quality: ``answer_contained`` on the
+    (compressed) context instead of the prediction. ``None`` when there is no text to
+    search (closed-book, or soft segments); an empty context (everything cut) gives 0.0.
+    """
+    if context_text is None:
+        return None
+    return float(answer_contained(context_text, golds))

@@ -47,6 +47,11 @@ def columns(summaries: Sequence[EvalSummary]) -> list[Column]:
         Column("EM", lambda s: s.em, help="exact match, SQuAD v1.1 normalisation (%)"),
         Column("F1", lambda s: s.f1, help="token F1, best over gold answers (%)"),
         Column("contained", lambda s: s.contained, help="a gold answer appears in the prediction (%)"),
+        Column(
+            "ans kept",
+            lambda s: s.answer_kept,
+            help="a gold answer appears in the context the decoder reads (%, text contexts only)",
+        ),
         Column("prompt tok", lambda s: s.mean_prompt_tokens, "{:.0f}", "mean decoder prompt tokens"),
         Column("source tok", lambda s: s.mean_source_tokens, "{:.0f}", "mean tokens of the top-k passages"),
         Column("kept tok", lambda s: s.mean_kept_tokens, "{:.0f}", "mean context tokens after compression"),

@@ -27,7 +27,15 @@ from tqdm import tqdm
 
 from ragc.errors import ConfigError, IndexNotFoundError, InvalidArgumentError, RagcError
 from ragc.eval.datasets import OpenDomainQA, QAExample, load_dataset, sample_examples
-from ragc.eval.metrics import answer_contained, exact_match, f1_score, mean, mean_percent, recall_at_k
+from ragc.eval.metrics import (
+    answer_contained,
+    answer_kept,
+    exact_match,
+    f1_score,
+    mean,
+    mean_percent,
+    recall_at_k,
+)
 from ragc.models import cache_dir
 from ragc.retrievers.base import FORMAT_VERSION, MANIFEST
 from ragc.types import Answer, Passage, Scored
@@ -110,6 +118,7 @@ class EvalSummary:
     mean_total: float = 0.0
     max_peak_memory_mb: float = 0.0
     truncated: int = 0
+    answer_kept: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -297,6 +306,7 @@ def prediction_row(
         em=exact_match(ans.text, ex.answers),
         f1=f1_score(ans.text, ex.answers),
         contained=float(answer_contained(ans.text, ex.answers)),
+        answer_kept=answer_kept(ctx.text if ans.passages else None, ex.answers),
         **{f"hit@{k}": recall_at_k(ids, ex.gold_passage_id, k) for k in ks or ()},
         passage_ids=[s.passage.id for s in ans.passages],
         prompt_tokens=ans.prompt_tokens,
@@ -346,6 +356,7 @@ def summarize(name: str, rows: Sequence[Mapping[str, Any]], ks: Sequence[int]) -
         f1=mean_percent(col("f1")),
         contained=mean_percent(col("contained")),
         recall=recall,
+        answer_kept=_answer_kept_percent(rows),
         mean_prompt_tokens=mean(col("prompt_tokens")),
         mean_source_tokens=mean(col("source_tokens")),
         mean_kept_tokens=mean(col("kept_tokens")),
@@ -356,6 +367,15 @@ def summarize(name: str, rows: Sequence[Mapping[str, Any]], ks: Sequence[int]) -
         max_peak_memory_mb=max(col("peak_memory_mb"), default=0.0),
         truncated=sum(1 for r in rows if r["truncated_tokens"] > 0),
     )
+
+
+def _answer_kept_percent(rows: Sequence[Mapping[str, Any]]) -> float | None:
+    """Mean ``answer_kept`` in %; ``None`` unless every row has one (closed-book, soft
+    segments, or rows written before the field existed)."""
+    kept = [r.get("answer_kept") for r in rows]
+    if not kept or any(k is None for k in kept):
+        return None
+    return mean_percent([float(k) for k in kept if k is not None])
 
 
 def _build_pipeline(config: dict[str, Any]) -> EvalPipeline:

@@ -20,7 +20,7 @@ def summaries() -> list[EvalSummary]:
     closed = EvalSummary("closed-book", 200, 4.0, 9.5, 6.0, {}, 60.0, 0.0, 0.0, 1.0, 0.4, 0.4, 1.9, 900.0)
     hybrid = EvalSummary(
         "hybrid+truncate", 200, 35.5, 47.25, 52.0, {1: 61.0, 5: 83.5, 20: 93.0},
-        310.0, 850.0, 280.0, 0.33, 2.1, 1.6, 3.8, 1200.0, truncated=1,
+        310.0, 850.0, 280.0, 0.33, 2.1, 1.6, 3.8, 1200.0, truncated=1, answer_kept=71.5,
     )
     empty = EvalSummary("empty", 0, math.nan, math.nan, math.nan)
     return [closed, hybrid, empty]
@@ -33,9 +33,10 @@ def test_format_table(summaries: list[EvalSummary]) -> None:
     header = lines[0].split()
     assert header[:5] == ["run", "n", "R@1", "R@5", "R@20"]
     hybrid = lines[3].split()
-    assert hybrid[:8] == ["hybrid+truncate", "200", "61.0", "83.5", "93.0", "35.5", "47.2", "52.0"]
+    assert hybrid[:9] == ["hybrid+truncate", "200", "61.0", "83.5", "93.0", "35.5", "47.2", "52.0", "71.5"]
     closed = lines[2].split()
     assert closed[2:5] == ["-", "-", "-"]  # no recall for closed-book
+    assert closed[8] == "-"  # and no context to keep an answer in
     assert lines[4].split()[5] == "-"  # NaN shows as a dash
 
 

@@ -12,17 +12,20 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import torch
 
 from ragc.eval.datasets import OpenDomainQA, QAExample
+from ragc.eval.metrics import answer_kept
 from ragc.eval.runner import (
     PREDICTIONS_FILE,
     EvalSpec,
     RunSpecMismatchError,
     read_summary,
     run_eval,
+    summarize,
 )
 from ragc.retrievers.base import Retriever
-from ragc.types import Answer, CompressedContext, Passage, Scored, Timings
+from ragc.types import Answer, CompressedContext, Passage, Scored, SoftSegment, TextSegment, Timings
 
 TEXTS = {
     "paris": "Paris is the capital of France and stands on the Seine.",
@@ -85,6 +88,9 @@ class FakeOverlapRetriever(Retriever):
         pass
 
 
+KEPT_WORDS = 4
+
+
 class FakePipeline:
     """The Pipeline API the runner uses; answers with the first word of the top passage."""
 
@@ -113,7 +119,12 @@ class FakePipeline:
         self.given.append(len(retrieved))
         text = retrieved[0].passage.text.split()[0] if retrieved else "unknown"
         source = sum(len(s.passage.text.split()) for s in retrieved)
-        context = CompressedContext((), source_tokens=source, kept_tokens=source // 2)
+        # "Compression": the first KEPT_WORDS words of every passage.
+        segs = tuple(
+            TextSegment(s.passage.id, " ".join(s.passage.text.split()[:KEPT_WORDS]), (), KEPT_WORDS)
+            for s in retrieved
+        )
+        context = CompressedContext(segs, source_tokens=source, kept_tokens=KEPT_WORDS * len(segs))
         return Answer(
             query=query,
             text=text,
@@ -207,9 +218,37 @@ def test_spec_mismatch_raises(tmp_path: Path, data: OpenDomainQA) -> None:
     assert len(_rows(run)) == 5  # nothing was mixed in
 
 
+def test_answer_kept_searches_the_compressed_context(tmp_path: Path, data: OpenDomainQA) -> None:
+    summary = run_eval(_spec(n_questions=7), tmp_path / "run", pipeline=FakePipeline(FakeOverlapRetriever()),
+                       dataset=data)
+    kept = {r["qid"]: r["answer_kept"] for r in _rows(tmp_path / "run")}
+    assert kept["q1"] == 1.0  # "Paris" opens its passage: kept
+    assert kept["q7"] == 0.0  # "the Mediterranean" ends the Nile passage: cut away
+    assert summary.answer_kept == pytest.approx(100.0 * sum(kept.values()) / 7)
+    assert 0.0 < summary.answer_kept < 100.0
+    # A summary has the column only if every row has a value (rows of old runs have none).
+    rows = _rows(tmp_path / "run")
+    rows[0]["answer_kept"] = None
+    assert summarize("x", rows, ()).answer_kept is None
+    del rows[0]["answer_kept"]
+    assert summarize("x", rows, ()).answer_kept is None
+
+
+def test_answer_kept_is_none_without_text() -> None:
+    assert answer_kept(None, ["Paris"]) is None
+    assert answer_kept("", ["Paris"]) == 0.0  # everything cut: the answer is not kept
+    assert answer_kept("It is Paris.", ["Paris"]) == 1.0
+    text = TextSegment("p", "Paris is the capital.", ((0, 21),), 5)
+    soft = SoftSegment(("p",), torch.zeros(1, 4), "dec")
+    assert CompressedContext((text, text), 10, 10).text == "Paris is the capital.\n\nParis is the capital."
+    assert CompressedContext((text, soft), 10, 6).text is None  # soft rows have no text to search
+    assert CompressedContext.empty().text == ""
+
+
 def test_closed_book_skips_retrieval(tmp_path: Path, data: OpenDomainQA) -> None:
     pipe = FakePipeline(None)
     summary = run_eval(_spec(name="closed"), tmp_path / "run", pipeline=pipe, dataset=data)
+    assert summary.answer_kept is None and _rows(tmp_path / "run")[0]["answer_kept"] is None
     assert summary.recall == {} and summary.mean_source_tokens == 0.0
     assert set(pipe.given) == {0} and pipe.retrieve_calls == []
     assert not any(k.startswith("hit@") for k in _rows(tmp_path / "run")[0])
