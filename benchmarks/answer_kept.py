@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llmlingua2 import DECODER, specs
+from llmlingua2 import DECODER, add_run_arguments, specs
 from tqdm import tqdm
 
 from ragc.eval.datasets import load_dataset, sample_examples
@@ -117,13 +117,7 @@ def report(rows: list[dict[str, Any]], command: str, n: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--n", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--decoder", default=DECODER)
-    p.add_argument(
-        "--runs", type=Path, default=Path("runs/llmlingua2"), help="the extractive runs"
-    )
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    add_run_arguments(p)  # the extractive benchmark's: same questions, same run directories
     p.add_argument(
         "--only", default="", help="comma-separated run names (default: all but the perplexity teacher)"
     )

@@ -212,13 +212,18 @@ def report(summaries: list[tuple[EvalSummary, float]], command: str, n: int) -> 
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that pick the runs (questions, seed, decoder, run and output folders)."""
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--decoder", default=DECODER)
-    p.add_argument("--runs", type=Path, default=Path("runs/llmlingua2"))
+    p.add_argument("--runs", type=Path, default=Path("runs/llmlingua2"), help="the runs' directories")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    add_run_arguments(p)
     p.add_argument("--only", default="", help="comma-separated run names (default: all)")
     p.add_argument(
         "--report-name",
