@@ -34,6 +34,7 @@ from ragc.types import Budget, CompressedContext, Scored, TextSegment
 Allocation = Literal["global", "per_passage", "rank"]
 Unit = Literal["word", "clause"]
 _CLAUSE_END = frozenset(",;:.!?)]}\"”»。，；：！？、")
+_OPENERS = frozenset("([{“«¿¡「『（")
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,6 +90,33 @@ def clause_scores(w: Words, scores: np.ndarray, max_words: int) -> np.ndarray:
     return means[ids]
 
 
+def punctuation_groups(w: Words) -> np.ndarray:
+    """Group index of each word: a closing mark (``,`` ``.`` ``)`` ...) joins the word before
+    it, an opening bracket or quote joins the word after it, every other word starts a
+    group. A mark with no word on its side (a passage that opens with ``,``) stands alone."""
+    n = len(w.spans)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    tokens = [w.text[a:b] for a, b in w.spans]
+    closing = np.fromiter((t in _CLAUSE_END for t in tokens), dtype=bool, count=n)
+    opening = np.fromiter((t in _OPENERS for t in tokens), dtype=bool, count=n)
+    starts = ~closing
+    starts[1:] &= ~opening[:-1]  # the word after an opener stays in the opener's group
+    starts[0] = True
+    return np.cumsum(starts) - 1
+
+
+def attached_scores(w: Words, scores: np.ndarray) -> np.ndarray:
+    """Each word's score replaced by the best score of its punctuation group, so a mark is
+    kept with its word (ties keep the group together: the best word comes first in it)."""
+    if len(scores) == 0:
+        return np.asarray(scores, dtype=np.float64)
+    ids = punctuation_groups(w)
+    best = np.full(int(ids[-1]) + 1, -np.inf)
+    np.maximum.at(best, ids, scores)
+    return best[ids]
+
+
 def render(text: str, spans: np.ndarray, keep: np.ndarray) -> tuple[str, tuple[tuple[int, int], ...]]:
     """Kept words as runs of consecutive words, joined by single spaces; run spans."""
     idx = np.flatnonzero(keep)
@@ -120,6 +148,11 @@ class TokenScoringCompressor(Compressor):
             scored by its clause's mean, so whole clauses are kept; ties keep a clause's
             first words, so a clause cut at the budget edge keeps its beginning).
         clause_words: the longest clause, in words, for ``unit="clause"``.
+        attach_punctuation: keep each punctuation mark exactly when its word is kept (a
+            closing mark goes with the word before it, an opening bracket or quote with the
+            word after it), so kept text keeps its commas and full stops without spending
+            budget on marks between dropped words. Off by default (LLMLingua-2 scores marks
+            like any other word).
     """
 
     budget: float | int = 0.5
@@ -129,6 +162,7 @@ class TokenScoringCompressor(Compressor):
     unit: Unit = "word"
     clause_words: int = 12
     rank_decay: float | None = None
+    attach_punctuation: bool = False
 
     def __post_init__(self) -> None:
         from ragc.errors import InvalidArgumentError
@@ -146,6 +180,10 @@ class TokenScoringCompressor(Compressor):
         cw = self.clause_words
         if isinstance(cw, bool) or not isinstance(cw, int) or cw < 1:
             raise InvalidArgumentError(f"clause_words must be a positive integer, got {self.clause_words!r}.")
+        if not isinstance(self.attach_punctuation, bool):
+            raise InvalidArgumentError(
+                f"attach_punctuation must be true or false, got {self.attach_punctuation!r}."
+            )
         self.force_keep = tuple(self.force_keep)
 
     @abstractmethod
@@ -166,6 +204,8 @@ class TokenScoringCompressor(Compressor):
         if self.unit == "clause":
             scores = [clause_scores(w, np.asarray(sc, dtype=np.float64), self.clause_words)
                       for w, sc in zip(words, scores)]
+        if self.attach_punctuation:
+            scores = [attached_scores(w, np.asarray(sc, dtype=np.float64)) for w, sc in zip(words, scores)]
         target = budget.target(identity.source_tokens)
         if self.allocation == "global":
             keeps = self._select(words, scores, target)

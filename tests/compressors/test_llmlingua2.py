@@ -122,10 +122,12 @@ PROSE = [
 
 
 def compress_texts(
-    comp: LLMLingua2Compressor, texts: list[str], rate: float, allocation: str
+    comp: LLMLingua2Compressor, texts: list[str], rate: float, allocation: str, attach: bool = False
 ) -> tuple[int, int]:
     """(kept tokens, target) of ``texts`` compressed to ``rate``; checks runs are verbatim."""
-    c = LLMLingua2Compressor(weights=comp.weights, device="cpu", allocation=allocation)  # type: ignore[arg-type]
+    c = LLMLingua2Compressor(
+        weights=comp.weights, device="cpu", allocation=allocation, attach_punctuation=attach  # type: ignore[arg-type]
+    )
     c.bind(comp.counter)
     ctx = c.compress(None, [Scored(Passage(str(i), t), 1.0, i) for i, t in enumerate(texts)], rate)
     for seg in ctx.segments:
@@ -139,13 +141,14 @@ def budget_texts(seed: int) -> list[str]:
     return [*PROSE, *(" ".join(sentence(rng, NAMES, CITIES, TEMPLATES) for _ in range(4)) for _ in range(2))]
 
 
+@pytest.mark.parametrize("attach", [False, True])
 @pytest.mark.parametrize("rate", [0.2, 0.33, 0.5, 0.8])
 @pytest.mark.parametrize("allocation", ["global", "per_passage", "rank"])
 def test_budget_is_never_exceeded_and_mostly_used(
-    comp: LLMLingua2Compressor, rate: float, allocation: str
+    comp: LLMLingua2Compressor, rate: float, allocation: str, attach: bool
 ) -> None:
-    for texts in (budget_texts(3), [PROSE[0], *MIXED]):
-        kept, target = compress_texts(comp, texts, rate, allocation)
+    for texts in (budget_texts(3), [PROSE[0], *MIXED]):  # MIXED: CJK marks, emoji, mixed scripts
+        kept, target = compress_texts(comp, texts, rate, allocation, attach)
         assert 0.8 * target <= kept <= target
 
 

@@ -8,7 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from ragc.compressors.token_scoring import TokenScoringCompressor, Words, clause_ids, clause_scores
+from ragc.compressors.token_scoring import (
+    TokenScoringCompressor,
+    Words,
+    attached_scores,
+    clause_ids,
+    clause_scores,
+    punctuation_groups,
+)
 from ragc.errors import InvalidArgumentError
 from ragc.text import word_spans
 from ragc.tokens import TokenCounter
@@ -115,8 +122,42 @@ def test_bad_rank_allocation_settings() -> None:
         Scripted(allocation="ranked")  # type: ignore[arg-type]
 
 
+def test_punctuation_groups_attach_marks_to_their_words() -> None:
+    w = words("Etna (a volcano) erupted, then \u201cslept\u201d.")
+    ids = punctuation_groups(w)
+    assert clauses(w, ids) == ["Etna", "( a", "volcano )", "erupted ,", "then", "\u201c slept \u201d ."]
+    # A passage that opens with a mark: the mark stands alone, it has no word before it.
+    assert clauses(words(", and so"), punctuation_groups(words(", and so"))) == [",", "and", "so"]
+    assert len(punctuation_groups(words(""))) == 0
+    scores = np.arange(len(w.spans), dtype=np.float64)  # Etna 0, ( 1, a 2, volcano 3, ) 4 ...
+    assert attached_scores(w, scores)[:5].tolist() == [0.0, 2.0, 2.0, 4.0, 4.0]
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.33])
+def test_attached_punctuation_is_kept_exactly_with_its_word(smol_counter: TokenCounter, rate: float) -> None:
+    passages = [Scored(Passage("p", TEXT, ""), 1.0, 0)]
+    attach = Scripted(budget=rate, attach_punctuation=True)
+    attach.bind(smol_counter)
+    ctx = attach.compress(None, passages)
+    target = int(rate * ctx.source_tokens)
+    assert 0.98 * target <= ctx.kept_tokens <= target
+    kept = ctx.segments[0].text
+    # The capitals (score 1) come with their marks: "Catania ;" and "Europe ." ...
+    assert "Catania;" in kept and "Europe." in kept
+    # ... and every mark kept follows a kept word: none is spent between dropped words.
+    w = words(kept)
+    toks = [kept[a:b] for a, b in w.spans]
+    assert all(i > 0 and toks[i - 1] not in ",;." for i, t in enumerate(toks) if t in ",;.")
+    # Scored as plain words (LLMLingua-2) the marks score 0 and the capitals lose them.
+    plain = Scripted(budget=rate)
+    plain.bind(smol_counter)
+    assert "Europe." not in plain.compress(None, passages).segments[0].text
+
+
 def test_bad_unit_settings() -> None:
     with pytest.raises(InvalidArgumentError, match="unit must be"):
         Scripted(unit="sentence")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="clause_words"):
         Scripted(unit="clause", clause_words=0)
+    with pytest.raises(InvalidArgumentError, match="attach_punctuation must be"):
+        Scripted(attach_punctuation="yes")  # type: ignore[arg-type]
