@@ -193,6 +193,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ragc.eval.stats import compare_runs
+
+    for metric in args.metric:
+        d = compare_runs(Path(args.run_a), Path(args.run_b), metric, args.resamples, args.seed)
+        verdict = "a real difference" if d.significant else "within noise"
+        print(f"{metric}: b {d.describe()} ({verdict})")
+    return 0
+
+
 def _build_teacher_labels(args: argparse.Namespace) -> None:
     """Teacher labels on SQuAD *train* paragraphs (resumable), before training."""
     from ragc import registry
@@ -339,6 +349,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="run name (default: eval)")
     p.add_argument("--run-dir", help="output directory (default runs/<name>); re-run to resume")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "compare", help="paired bootstrap of two eval runs on their shared questions (is b better than a?)"
+    )
+    p.add_argument("run_a", help="run directory (holds predictions.jsonl)")
+    p.add_argument("run_b", help="run directory compared against run_a")
+    p.add_argument(
+        "--metric", nargs="+", default=["em", "f1"], choices=["em", "f1", "contained"], help="default: em f1"
+    )
+    p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("train", help="train a learned component")
     tsub = p.add_subparsers(dest="train_command", required=True)
