@@ -13,11 +13,14 @@ compositions ``chain[sentences-xE->llmlingua2]`` at 0.33 (sentences keep E x 0.3
 E = 1.5 and 1.2), ``chain[sentences-x1.2->llmlingua2-clause]`` and ``tiered-vS`` (the best
 sentences verbatim in a share S of the budget, the next ones cut by llmlingua2-clause);
 the query-blind ``truncate``, ``random``, ``llmlingua2`` and ``llmlingua2-clause`` again at
-0.33 with ``allocation="rank"`` (``-rank``: better-ranked passages keep more); and the
-gold-paragraph oracle (only the question's gold paragraph, uncompressed) as the ceiling.
-Each run is resumable under ``runs/llmlingua2/<name>``. Writes
-``benchmarks/results/llmlingua2.md`` with EM/F1, the achieved rate, compressor
-milliseconds per 1k source tokens and TTFT relative to the uncompressed run.
+0.33 with ``allocation="rank"`` (``-rank``: better-ranked passages keep more), with
+``llmlingua2-punct`` (punctuation force-kept) and ``llmlingua2-attach`` (each mark kept with
+its word); and the gold-paragraph oracle (only the question's gold paragraph, uncompressed)
+as the ceiling. Each run is resumable under ``runs/llmlingua2/<name>``. Writes
+``benchmarks/results/llmlingua2.md`` with EM/F1, answer kept, the achieved rate,
+compressor milliseconds per 1k source tokens and TTFT relative to the uncompressed run,
+then every learned method paired against ``truncate`` and random drop at the same rate and
+allocation (bootstrap confidence intervals of the F1 difference).
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ from ragc.compressors.base import DEFAULT_RANK_DECAY
 from ragc.eval.datasets import load_dataset
 from ragc.eval.report import machine_info, plot
 from ragc.eval.runner import PREDICTIONS_FILE, EvalSpec, EvalSummary, run_eval
+from ragc.eval.stats import compare_runs
 from ragc.types import Scored
 
 DECODER = "qwen2.5-0.5b"
+PUNCT = (".", ",", ";", ":", "?", "!")
 RATES = (0.33, 0.5, 0.2)  # run order: the headline rate first (the table lists 0.5, 0.33, 0.2)
 CHAIN_EXPANDS = (1.5, 1.2)  # sentences keep 0.5 (0.4) of the tokens, then llmlingua2 cuts to 0.33
 # tiered: the best sentences fill this share of the budget verbatim, llmlingua2-clause the rest
@@ -52,6 +57,8 @@ RANKED: tuple[tuple[str, float | None], ...] = (
     ("llmlingua2-clause", None),
     ("truncate", 0.25),
     ("llmlingua2-clause", 0.25),
+    ("llmlingua2-punct", None),
+    ("llmlingua2-attach", None),
 )
 METHODS: dict[str, dict[str, Any]] = {
     "truncate": {"name": "truncate"},
@@ -60,6 +67,11 @@ METHODS: dict[str, dict[str, Any]] = {
     "perplexity": {"name": "perplexity", "model": DECODER},
     "llmlingua2": {"name": "llmlingua2"},
     "llmlingua2-clause": {"name": "llmlingua2", "unit": "clause"},  # whole clauses by mean word score
+    # the student's word scores with punctuation force-kept (sentence and clause marks), added
+    # on 11-28 after answer_kept.md showed the decoder reading unpunctuated word lists worse
+    "llmlingua2-punct": {"name": "llmlingua2", "force_keep": PUNCT},
+    # ... or each mark kept exactly with its word (attach_punctuation), no budget on stray marks
+    "llmlingua2-attach": {"name": "llmlingua2", "attach_punctuation": True},
 }
 
 
@@ -170,7 +182,45 @@ def _row_order(item: tuple[EvalSummary, float]) -> tuple[int, float, int]:
     return (2, -float(rate or 0), 0)
 
 
-def report(summaries: list[tuple[EvalSummary, float]], command: str, n: int) -> str:
+BASELINES = ("truncate", "random")  # what the learned compressors must clearly beat
+
+
+def paired_section(names: Sequence[str], runs: Path) -> list[str]:
+    """F1 of every other word-level run against truncate and random drop at the same rate
+    and allocation (a paired bootstrap on the shared questions), if both runs are here."""
+    lines = []
+    for name in names:
+        method, _, rate = name.rpartition("@")
+        base, sep, decay = method.rpartition("-rank")
+        base, suffix = (base, f"{sep}{decay}") if sep else (method, "")
+        if base not in METHODS or base in BASELINES or not rate:
+            continue
+        for baseline in BASELINES:
+            other = f"{baseline}{suffix}@{rate}"
+            if other in names:
+                d = compare_runs(runs / other, runs / name, "f1")
+                verdict = "**real**" if d.significant else "within noise"
+                lines.append(f"| {name} | {other} | {d.diff:+.1f} | [{d.low:+.1f}, {d.high:+.1f}] "
+                             f"| {d.wins} / {d.ties} / {d.losses} | {verdict} |")
+    if not lines:
+        return []
+    return [
+        "## Paired against the baselines (F1, same rate and allocation)",
+        "",
+        "| run | baseline | F1 difference | 95% CI | better / tied / worse | |",
+        "|---|---|---|---|---|---|",
+        *lines,
+        "",
+        "Paired bootstrap over the shared questions (10,000 resamples, seed 0; "
+        "`ragc compare BASELINE_RUN RUN` prints the same): a difference whose interval "
+        "contains 0 is within the noise of this sample.",
+        "",
+    ]
+
+
+def report(
+    summaries: list[tuple[EvalSummary, float]], command: str, n: int, runs: Path | None = None
+) -> str:
     base = next((s for s, _ in summaries if s.name == "uncompressed"), None)
     lines = [
         f"# Extractive compression: open-domain SQuAD v1.1 dev, {n} questions, {DECODER}",
@@ -178,16 +228,17 @@ def report(summaries: list[tuple[EvalSummary, float]], command: str, n: int) -> 
         f"Command: `{command}`  ",
         f"Machine: {machine_info()}",
         "",
-        "| run | EM | F1 | F1 vs uncompressed | target rate | achieved rate | prompt tok "
+        "| run | EM | F1 | F1 vs uncompressed | answer kept | target rate | achieved rate | prompt tok "
         "| compress ms / 1k tok | TTFT s | TTFT vs uncompressed |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s, ms in sorted(summaries, key=_row_order):
         rel_f1 = f"{100 * s.f1 / base.f1:.0f}%" if base and base.f1 else "-"
         rel_ttft = f"{s.mean_ttft / base.mean_ttft:.2f}x" if base and base.mean_ttft else "-"
         target = s.name.rsplit("@", 1)[1] if "@" in s.name else "1"
+        kept = "-" if s.answer_kept is None else f"{s.answer_kept:.1f}"
         lines.append(
-            f"| {s.name} | {s.em:.1f} | {s.f1:.1f} | {rel_f1} | {target} | {s.mean_rate:.3f} | "
+            f"| {s.name} | {s.em:.1f} | {s.f1:.1f} | {rel_f1} | {kept} | {target} | {s.mean_rate:.3f} | "
             f"{s.mean_prompt_tokens:.0f} | {ms:.1f} | {s.mean_ttft:.2f} | {rel_ttft} |"
         )
     lines += [
@@ -204,11 +255,17 @@ def report(summaries: list[tuple[EvalSummary, float]], command: str, n: int) -> 
         "paragraph (the ceiling). `METHOD-rank` is the query-blind METHOD with `allocation=\"rank\"`: "
         "passage i in retrieval order gets a share of the budget weighted by its length x "
         f"{DEFAULT_RANK_DECAY:g}^i, so the best-ranked passages are compressed least; the compressor "
-        "still never reads the question. `METHOD-rankD` uses the decay D instead.",
+        "still never reads the question. `METHOD-rankD` uses the decay D instead. "
+        "`llmlingua2-punct` force-keeps punctuation marks; `llmlingua2-attach` keeps each mark "
+        "exactly when its word is kept (`attach_punctuation`). `answer kept`: % of questions whose "
+        "gold answer still appears in the context the decoder read (\"-\": a run recorded before "
+        "that field existed; `benchmarks/answer_kept.py` recomputes it for every run).",
         "",
         "![F1 vs prompt tokens, TTFT](llmlingua2.png)",
         "",
     ]
+    if runs is not None:
+        lines += paired_section([s.name for s, _ in summaries], runs)
     return "\n".join(lines)
 
 
@@ -253,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     plot([s for s, _ in done], args.out / f"{args.report_name}.png")
     command = shlex.join(["python", "benchmarks/llmlingua2.py", *(sys.argv[1:] if argv is None else argv)])
-    text = report(done, command, args.n).replace("(llmlingua2.png)", f"({args.report_name}.png)")
+    text = report(done, command, args.n, args.runs).replace("(llmlingua2.png)", f"({args.report_name}.png)")
     (args.out / f"{args.report_name}.md").write_text(text, encoding="utf-8")
     print(text)
     return 0
