@@ -37,6 +37,7 @@ from typing import Any
 from ragc.eval.datasets import OpenDomainQA, load_dataset
 from ragc.eval.report import machine_info, plot
 from ragc.eval.runner import PREDICTIONS_FILE, SPEC_FILE, EvalSpec, EvalSummary, run_eval
+from ragc.eval.stats import compare_runs
 
 DECODER = "qwen2.5-0.5b"
 
@@ -173,7 +174,44 @@ def report(
             + ".",
         ]
     out += ["", f"![F1 vs prompt tokens, TTFT]({plot_file})", ""]
+    out += paired_section([s.name for s in main], runs)
     return "\n".join(out)
+
+
+# (run, reference, metric): the issue's targets are xRAG k=1 vs closed-book in EM and
+# CompLLM 2x vs full text in F1; the other soft rows are paired the same way.
+PAIRS = (
+    ("xrag-k1", "closed-book", "em"),
+    ("xrag-k5", "closed-book", "em"),
+    ("compllm@0.5", "rag-k5", "f1"),
+    ("compllm@0.25", "rag-k5", "f1"),
+)
+
+
+def paired_section(names: list[str], runs: Path) -> list[str]:
+    """Each soft row against its reference, paired on the same questions (bootstrap CI)."""
+    lines = []
+    for run, ref, metric in PAIRS:
+        if run in names and ref in names:
+            d = compare_runs(runs / ref, runs / run, metric)
+            verdict = "**real**" if d.significant else "within noise"
+            lines.append(
+                f"| {run} | {ref} | {metric.upper()} | {d.mean_b:.1f} vs {d.mean_a:.1f} | {d.diff:+.1f} "
+                f"| [{d.low:+.1f}, {d.high:+.1f}] | {d.wins} / {d.ties} / {d.losses} | {verdict} |"
+            )
+    if not lines:
+        return []
+    return [
+        "## Paired against the references",
+        "",
+        "| run | reference | metric | run vs reference | difference | 95% CI | better / tied / worse | |",
+        "|---|---|---|---|---|---|---|---|",
+        *lines,
+        "",
+        "Paired bootstrap over the shared questions (10,000 resamples, seed 0; `ragc compare "
+        "REFERENCE_RUN RUN` prints the same).",
+        "",
+    ]
 
 
 def _mean(r: list[dict[str, Any]], key: str) -> float:
