@@ -108,7 +108,7 @@ def punctuation_groups(w: Words) -> np.ndarray:
 
 def attached_scores(w: Words, scores: np.ndarray) -> np.ndarray:
     """Each word's score replaced by the best score of its punctuation group, so a mark is
-    kept with its word (ties keep the group together: the best word comes first in it)."""
+    kept with its word (the group's words tie: it is split only at the edge of the budget)."""
     if len(scores) == 0:
         return np.asarray(scores, dtype=np.float64)
     ids = punctuation_groups(w)
