@@ -11,7 +11,8 @@ run's compressor and checks whether a gold answer still appears in the compresse
 tokenizer only counts the budget. Where a run of the extractive benchmark exists under
 ``--runs``, its per-question F1 is joined in, which splits a compressor's loss into what it
 threw away (answer kept) and how well the decoder reads what is left (F1 when kept).
-Writes ``benchmarks/results/answer_kept.md``.
+Writes ``benchmarks/results/answer_kept.md``. Each row's result is kept in
+``<runs>/<name>/answer_kept.json``, so a killed run resumes row by row.
 """
 
 from __future__ import annotations
@@ -61,6 +62,31 @@ def measure(spec: EvalSpec, hits: dict[str, list[Any]], examples: list[Any]) -> 
         source += context.source_tokens
         target += context.kept_tokens
     return {"kept": kept, "rate": target / source if source else 1.0}
+
+
+RESULT_FILE = "answer_kept.json"  # per run: resumes a killed benchmark row by row
+
+
+def measure_cached(
+    spec: EvalSpec, hits: dict[str, list[Any]], examples: list[Any], path: Path
+) -> dict[str, Any]:
+    """:func:`measure`, reusing ``path`` when it holds this exact spec's result (same
+    pipeline and questions); a new result is written atomically (temp file + rename)."""
+    key = {"pipeline": spec.pipeline, "qids": [ex.qid for ex in examples]}
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            saved = None  # torn or edited by hand: measure again
+        if isinstance(saved, dict) and saved.get("key") == key:
+            print(f"{spec.name}: reusing {path}", flush=True)
+            return {"kept": saved["kept"], "rate": saved["rate"]}
+    got = measure(spec, hits, examples)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, **got}), encoding="utf-8")
+    tmp.replace(path)
+    return got
 
 
 def join_f1(run_dir: Path, kept: dict[str, float]) -> tuple[float | None, float | None, float | None]:
@@ -144,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = by_name[name]
         if spec.pipeline.get("retriever") != first.pipeline["retriever"] or spec.pipeline["k"] != retrieval.k:
             raise SystemExit(f"{name}: retrieval differs from the uncompressed run's; not comparable")
-        got = measure(spec, hits, examples)
+        got = measure_cached(spec, hits, examples, args.runs / name / RESULT_FILE)
         f1, f1_kept, f1_cut = join_f1(args.runs / name, got["kept"])
         rows.append(
             {
