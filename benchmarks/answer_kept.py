@@ -30,7 +30,7 @@ from tqdm import tqdm
 from ragc.eval.datasets import load_dataset, sample_examples
 from ragc.eval.metrics import answer_kept, mean_percent
 from ragc.eval.report import machine_info
-from ragc.eval.runner import PREDICTIONS_FILE, EvalSpec, read_predictions, retrieve_all
+from ragc.eval.runner import PREDICTIONS_FILE, EvalSpec, read_predictions, retrieve_all, write_atomic
 
 # Runs that read the decoder's own scores (perplexity: minutes per run when its segment
 # cache is cold) are left out unless named with --only.
@@ -83,9 +83,7 @@ def measure_cached(
             return {"kept": saved["kept"], "rate": saved["rate"]}
     got = measure(spec, hits, examples)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, **got}), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, json.dumps({"key": key, **got}))
     return got
 
 

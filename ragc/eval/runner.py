@@ -152,7 +152,8 @@ def _digest(payload: Any, length: int = 24) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a unique temp file in the same folder and a rename."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
@@ -179,7 +180,7 @@ def _check_or_record(run_dir: Path, key: str, value: Any) -> None:
         )
     if key not in stored:
         stored[key] = new
-        _write_atomic(path, json.dumps(stored, indent=2, sort_keys=True) + "\n")
+        write_atomic(path, json.dumps(stored, indent=2, sort_keys=True) + "\n")
 
 
 # -- indexing and retrieval ----------------------------------------------------------
@@ -257,7 +258,7 @@ def retrieve_all(
     results = pipeline.retrieve_batch([ex.question for ex in examples], k=depth)
     per_query = (time.perf_counter() - start) / max(len(examples), 1)
     hits = {ex.qid: r for ex, r in zip(examples, results, strict=True)}
-    _write_atomic(path, "".join(_retrieval_line(q, r, per_query) for q, r in hits.items()))
+    write_atomic(path, "".join(_retrieval_line(q, r, per_query) for q, r in hits.items()))
     return _Retrieved(hits, dict.fromkeys(hits, per_query))
 
 
@@ -282,7 +283,7 @@ def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
         except json.JSONDecodeError:
             if i == len(lines) - 1:
                 log.warning("Dropping a torn last line of %s (the run was interrupted).", path)
-                _write_atomic(path, "".join(g + "\n" for g in good))
+                write_atomic(path, "".join(g + "\n" for g in good))
                 break
             raise CorruptRunFileError(
                 f"{path} line {i + 1} is not valid JSON; fix or delete that line, then re-run."
@@ -413,5 +414,5 @@ def run_eval(
         _answer_all(pipe, todo, retrieved, spec, out)
         done = read_predictions(out / PREDICTIONS_FILE)
     summary = summarize(spec.name, [done[ex.qid] for ex in examples], spec.recall_ks)
-    _write_atomic(out / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2) + "\n")
+    write_atomic(out / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2) + "\n")
     return summary
