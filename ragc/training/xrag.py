@@ -265,14 +265,16 @@ class Trainer:
         n = len(y)
         return float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1)))
 
-    def embed(self, passages: Sequence[Passage]) -> None:
-        """Retriever embeddings (unit, fp32) of every passage, in batches."""
+    def embed(self, passages: Sequence[Passage], progress: bool = False) -> None:
+        """Retriever embeddings (unit, fp32) of every passage, in batches (minutes for mpnet)."""
         import torch
+        from tqdm import tqdm
 
         from ragc.compressors.xrag import document_text
 
         todo = [p for p in dict.fromkeys(passages) if p.id not in self._emb]
-        for i in range(0, len(todo), 64):
+        batches = range(0, len(todo), 64)
+        for i in tqdm(batches, desc=f"embed ({self.cfg.encoder})", unit="batch", disable=not progress):
             chunk = todo[i : i + 64]
             texts = [document_text(Scored(p, 0.0, 0)) for p in chunk]
             emb = self.encoder.encode(texts, batch_size=64, convert_to_tensor=True)
@@ -366,7 +368,7 @@ def train_xrag(
     t0 = time.perf_counter()
     trainer = Trainer(cfg, device)
     examples = squad_examples(cfg, trainer.dec.tokenizer)
-    trainer.embed([ex.passage for ex in examples])
+    trainer.embed([ex.passage for ex in examples], progress)
     batches = _batches(examples, cfg.batch_size, cfg.seed)
     ckpt_path = out / CHECKPOINT
     stage1_steps = sum(1 for b in batches if b[0].stage == 1)
@@ -375,7 +377,7 @@ def train_xrag(
     align_path = out / ALIGN_RECORD  # stage 0's loss, kept for the record of a resumed run
     if cfg.align_steps and cfg.init is None and not ckpt_path.is_file():  # a resumed run restores its params
         docs = [ex.passage for ex in examples] + align_paragraphs(cfg)
-        trainer.embed(docs)
+        trainer.embed(docs, progress)
         align_loss = trainer.align(docs, cfg.align_steps, progress)
         tmp = align_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"align_final_loss": align_loss}))
