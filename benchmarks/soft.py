@@ -8,6 +8,8 @@ Part 1 (``n`` questions, seed 0, hybrid retrieval, decoder qwen2.5-0.5b): closed
 full-text RAG with k=1 and k=5, xRAG with k=1 and k=5 (one token per document), and
 CompLLM at 2x and 4x (budget 0.5 and 0.25, k=5). Every run starts from its own empty
 segment cache under ``runs/soft/<run>/segments``, so numbers are cold-start numbers.
+``--xrag-mpnet WEIGHTS`` adds xRAG rows (k=1 and k=5) whose projector reads the packaged
+768-d mpnet embeddings instead of MiniLM's (same retrieval: the documents are the same).
 
 Part 2, reuse (``--reuse-paragraphs`` dev paragraphs x 5 questions each, k=5): TTFT for
 the uncompressed pipeline, CompLLM 2x with the cache disabled (every segment compressed
@@ -42,7 +44,9 @@ from ragc.eval.stats import compare_runs
 DECODER = "qwen2.5-0.5b"
 
 
-def main_specs(n: int, seed: int, decoder: str, runs: Path) -> list[EvalSpec]:
+def main_specs(
+    n: int, seed: int, decoder: str, runs: Path, xrag_mpnet: str | None = None
+) -> list[EvalSpec]:
     def spec(name: str, compressor: dict[str, Any], k: int, retriever: dict[str, Any] | None) -> EvalSpec:
         dec = {"name": "hf", "model": decoder}
         cfg = {"retriever": retriever, "compressor": compressor, "decoder": dec, "k": k}
@@ -54,12 +58,23 @@ def main_specs(n: int, seed: int, decoder: str, runs: Path) -> list[EvalSpec]:
         spec(name, {"name": "compllm", "budget": b, "cache_dir": seg(name)}, 5, hybrid)
         for name, b in (("compllm@0.5", 0.5), ("compllm@0.25", 0.25))
     ]
+    mpnet = [
+        spec(
+            f"xrag-mpnet-k{k}",
+            {"name": "xrag", "encoder": "mpnet", "weights": xrag_mpnet, "cache_dir": seg(f"xrag-mpnet-k{k}")},
+            k,
+            hybrid,
+        )
+        for k in (1, 5)
+        if xrag_mpnet
+    ]
     return [
         spec("closed-book", {"name": "none"}, 5, None),
         spec("rag-k1", {"name": "none"}, 1, hybrid),
         spec("rag-k5", {"name": "none"}, 5, hybrid),
         spec("xrag-k1", {"name": "xrag", "cache_dir": seg("xrag-k1")}, 1, hybrid),
         spec("xrag-k5", {"name": "xrag", "cache_dir": seg("xrag-k5")}, 5, hybrid),
+        *mpnet,
         *compllm,
     ]
 
@@ -183,6 +198,9 @@ def report(
 PAIRS = (
     ("xrag-k1", "closed-book", "em"),
     ("xrag-k5", "closed-book", "em"),
+    ("xrag-mpnet-k1", "closed-book", "em"),
+    ("xrag-mpnet-k5", "closed-book", "em"),
+    ("xrag-mpnet-k1", "xrag-k1", "f1"),
     ("compllm@0.5", "rag-k5", "f1"),
     ("compllm@0.25", "rag-k5", "f1"),
 )
@@ -235,8 +253,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=DIR",
         help="take run NAME's rows from DIR, a finished run of the identical spec (repeatable)",
     )
+    p.add_argument(
+        "--xrag-mpnet",
+        metavar="WEIGHTS",
+        help="also run xRAG on the packaged mpnet encoder's embeddings (rows xrag-mpnet-k1/-k5) with "
+        "this projector: a folder from `ragc train xrag --encoder mpnet`",
+    )
     args = p.parse_args(argv)
-    mains = main_specs(args.n, args.seed, args.decoder, args.runs)
+    mains = main_specs(args.n, args.seed, args.decoder, args.runs, args.xrag_mpnet)
     n_reuse = 5 * args.reuse_paragraphs
     reuses = reuse_specs(n_reuse, args.decoder, args.runs)
     names = [s.name for s in mains + reuses]

@@ -266,21 +266,23 @@ class Trainer:
         return float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1)))
 
     def embed(self, passages: Sequence[Passage], progress: bool = False) -> None:
-        """Retriever embeddings (unit, fp32) of every passage, in batches (minutes for mpnet)."""
+        """Retriever embeddings (unit, fp32) of every passage not embedded yet, in one call.
+
+        One ``encode`` call over all of them: sentence-transformers sorts the texts by
+        length before batching, so batches carry little padding (minutes for mpnet).
+        """
         import torch
-        from tqdm import tqdm
 
         from ragc.compressors.xrag import document_text
 
         todo = [p for p in dict.fromkeys(passages) if p.id not in self._emb]
-        batches = range(0, len(todo), 64)
-        for i in tqdm(batches, desc=f"embed ({self.cfg.encoder})", unit="batch", disable=not progress):
-            chunk = todo[i : i + 64]
-            texts = [document_text(Scored(p, 0.0, 0)) for p in chunk]
-            emb = self.encoder.encode(texts, batch_size=64, convert_to_tensor=True)
-            emb = torch.nn.functional.normalize(emb.float(), dim=-1).cpu()
-            for p, e in zip(chunk, emb):
-                self._emb[p.id] = e
+        if not todo:
+            return
+        texts = [document_text(Scored(p, 0.0, 0)) for p in todo]
+        emb = self.encoder.encode(texts, batch_size=64, convert_to_tensor=True, show_progress_bar=progress)
+        emb = torch.nn.functional.normalize(emb.float(), dim=-1).cpu()
+        for p, e in zip(todo, emb):
+            self._emb[p.id] = e
 
     def sample(self, ex: Example, soft: bool) -> Sample:
         """``ex`` as a prompt: the passage as one soft placeholder, or as full text."""
