@@ -199,9 +199,7 @@ def paired_section(names: Sequence[str], runs: Path) -> list[str]:
             other = f"{baseline}{suffix}@{rate}"
             if other in names:
                 d = compare_runs(runs / other, runs / name, "f1")
-                verdict = "**real**" if d.significant else "within noise"
-                lines.append(f"| {name} | {other} | {d.diff:+.1f} | [{d.low:+.1f}, {d.high:+.1f}] "
-                             f"| {d.wins} / {d.ties} / {d.losses} | {verdict} |")
+                lines.append(f"| {name} | {other} | {d.markdown_cells()} |")
     if not lines:
         return []
     return [

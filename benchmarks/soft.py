@@ -212,11 +212,8 @@ def paired_section(names: list[str], runs: Path) -> list[str]:
     for run, ref, metric in PAIRS:
         if run in names and ref in names:
             d = compare_runs(runs / ref, runs / run, metric)
-            verdict = "**real**" if d.significant else "within noise"
-            lines.append(
-                f"| {run} | {ref} | {metric.upper()} | {d.mean_b:.1f} vs {d.mean_a:.1f} | {d.diff:+.1f} "
-                f"| [{d.low:+.1f}, {d.high:+.1f}] | {d.wins} / {d.ties} / {d.losses} | {verdict} |"
-            )
+            means = f"{d.mean_b:.1f} vs {d.mean_a:.1f}"
+            lines.append(f"| {run} | {ref} | {metric.upper()} | {means} | {d.markdown_cells()} |")
     if not lines:
         return []
     return [

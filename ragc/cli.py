@@ -198,8 +198,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     for metric in args.metric:
         d = compare_runs(Path(args.run_a), Path(args.run_b), metric, args.resamples, args.seed)
-        verdict = "a real difference" if d.significant else "within noise"
-        print(f"{metric}: b {d.describe()} ({verdict})")
+        print(f"{metric}: b {d.describe()} ({d.verdict})")
     return 0
 
 

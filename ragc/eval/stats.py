@@ -40,6 +40,20 @@ class PairedDiff:
         """The interval excludes zero."""
         return self.low > 0 or self.high < 0
 
+    @property
+    def verdict(self) -> str:
+        """"real difference" when the interval excludes zero, else "within noise"."""
+        return "real difference" if self.significant else "within noise"
+
+    def markdown_cells(self) -> str:
+        """``difference | CI | better / tied / worse | verdict`` cells of a report table row
+        (a real difference in bold)."""
+        verdict = f"**{self.verdict}**" if self.significant else self.verdict
+        return (
+            f"{self.diff:+.1f} | [{self.low:+.1f}, {self.high:+.1f}] "
+            f"| {self.wins} / {self.ties} / {self.losses} | {verdict}"
+        )
+
     def describe(self) -> str:
         pct = f"{100 * self.confidence:g}%"
         return (

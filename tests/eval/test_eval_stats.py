@@ -29,6 +29,8 @@ def test_a_consistent_gain_is_significant_and_counted() -> None:
     assert 25 < d.low < 40 < d.high < 55 and d.significant
     assert (d.wins, d.ties, d.losses) == (40, 60, 0)
     assert "+40.0 points" in d.describe() and "of 100" in d.describe()
+    cells = d.markdown_cells().split(" | ")
+    assert cells[0] == "+40.0" and cells[2] == "40 / 60 / 0" and cells[3] == "**real difference**"
 
 
 def test_noise_is_not_called_a_difference() -> None:
@@ -36,6 +38,7 @@ def test_noise_is_not_called_a_difference() -> None:
     a, b = rng.random(200), rng.random(200)  # two draws of one distribution
     d = paired_bootstrap(a, b, seed=3)
     assert d.low < 0 < d.high and not d.significant
+    assert d.verdict == "within noise" and d.markdown_cells().endswith("| within noise")
     # The interval is about +-1.96 standard errors of the mean difference.
     se = 100 * np.std(b - a) / np.sqrt(200)
     assert d.high - d.low == pytest.approx(2 * 1.96 * se, rel=0.1)
@@ -88,6 +91,6 @@ def test_compare_command(tmp_path: Path) -> None:
 
     out = ragc(str(a), str(b), "--metric", "f1")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("f1: b 60.0 vs 0.0: +60.0 points") and "a real difference" in out.stdout
+    assert out.stdout.startswith("f1: b 60.0 vs 0.0: +60.0 points") and "(real difference)" in out.stdout
     out = ragc(str(a), str(tmp_path / "missing"))
     assert out.returncode == 2 and "holds no predictions" in out.stderr and "Traceback" not in out.stderr
