@@ -61,6 +61,29 @@ def test_allocate_by_rank_favours_the_best_ranked_items_and_stays_exact() -> Non
         assert sum(shares) == max(0, min(target, sum(lengths)))
 
 
+def test_allocate_min_share_drops_slivers_and_gives_their_tokens_to_the_others() -> None:
+    import random
+
+    # Without it decay 0.3 keeps 7 and 2 tokens of the last two items; with 8 both go, the
+    # worst-ranked first, and their 9 tokens are split again over the better-ranked ones.
+    assert allocate(283, [170] * 5, 0.3, min_share=8) == [170, 87, 26, 0, 0]
+    assert allocate(283, [170] * 5, 0.3, min_share=2) == [170, 81, 23, 7, 2]
+    assert allocate(20, [4, 100, 100], 1.0, min_share=8) == [0, 10, 10]  # a sliver of a short item
+    assert allocate(24, [4, 100, 100], 0.0, min_share=8) == [4, 20, 0]  # a whole short item stays
+    assert allocate(5, [100, 100], 1.0, min_share=8) == [5, 0]  # the last item left keeps all
+    assert allocate(103, [100, 50], 0.0, min_share=8) == [100, 0]  # nowhere to move 3: lost
+    rng = random.Random(1)
+    for _ in range(2000):
+        lengths = [rng.randint(0, 300) for _ in range(rng.randint(1, 7))]
+        target = rng.randint(0, sum(lengths) + 5)
+        decay, m = rng.choice([0.0, 0.1, 0.5, 0.9, 1.0]), rng.randint(2, 40)
+        shares = allocate(target, lengths, decay, min_share=m)
+        assert all(0 <= a <= n for a, n in zip(shares, lengths))
+        assert sum(shares) <= min(target, sum(lengths))
+        kept = [i for i, a in enumerate(shares) if a]
+        assert len(kept) <= 1 or all(shares[i] >= min(m, lengths[i]) for i in kept)
+
+
 def test_unknown_names_list_the_valid_ones() -> None:
     with pytest.raises(UnknownComponentError) as err:
         registry.create("compressor", "llmlingua9")

@@ -104,7 +104,7 @@ def identity_context(
     return CompressedContext(segs, total, total, name)
 
 
-def allocate(target: int, lengths: Sequence[int], decay: float = 1.0) -> list[int]:
+def allocate(target: int, lengths: Sequence[int], decay: float = 1.0, min_share: int = 0) -> list[int]:
     """Split ``target`` tokens over items of ``lengths`` (best-ranked first), never above a length.
 
     Item ``i`` is weighted by ``lengths[i] * decay**i``: ``decay=1`` splits in proportion to
@@ -113,7 +113,34 @@ def allocate(target: int, lengths: Sequence[int], decay: float = 1.0) -> list[in
     share would exceed its length is kept whole and the rest is split again over the others.
     Leftover tokens (from flooring) go to the earliest items first; ``decay=0`` fills the
     items strictly in rank order.
+
+    ``min_share`` drops slivers: an item whose share would be at least 1 but below
+    ``min_share`` tokens (and below its own length, so short items may still be kept whole)
+    gets nothing, and its tokens go to the others, worst-ranked sliver first. Steep decays
+    otherwise keep one or two stray tokens of the last passages (e.g. a lone "A"). The last
+    item left is never dropped; a dropped sliver's tokens are lost only when every other item
+    is already whole.
     """
+    shares = _allocate(target, lengths, decay)
+    if min_share <= 1:
+        return shares
+    lengths = list(lengths)
+    while True:
+        slivers = [i for i, (t, n) in enumerate(zip(shares, lengths)) if 0 < t < min(min_share, n)]
+        if not slivers or sum(n > 0 for n in lengths) <= 1:
+            return shares  # nothing to drop, or one item left: it keeps what there is
+        lengths[slivers[-1]] = 0
+        shares = _allocate(target, lengths, decay)
+
+
+def check_min_share(min_share: int) -> int:
+    """``min_share`` must be a non-negative integer (tokens); returns it."""
+    if isinstance(min_share, bool) or not isinstance(min_share, int) or min_share < 0:
+        raise InvalidArgumentError(f"min_share must be a non-negative integer (tokens), got {min_share!r}.")
+    return min_share
+
+
+def _allocate(target: int, lengths: Sequence[int], decay: float) -> list[int]:
     total = sum(lengths)
     if total == 0 or target <= 0:
         return [0] * len(lengths)

@@ -26,7 +26,7 @@ from typing import Literal
 
 import numpy as np
 
-from ragc.compressors.base import Compressor, allocate, rank_decay_for
+from ragc.compressors.base import Compressor, allocate, check_min_share, rank_decay_for
 from ragc.text import word_spans
 from ragc.tokens import TokenCounter
 from ragc.types import Budget, CompressedContext, Scored, TextSegment
@@ -142,6 +142,9 @@ class TokenScoringCompressor(Compressor):
             ratio without reading the query; a passage whose share exceeds it stays whole).
         rank_decay: in [0, 1], only with ``allocation="rank"`` (default 0.5); 1 is
             ``per_passage``, 0 fills passages strictly in rank order.
+        min_share: with ``per_passage`` or ``rank``, a passage whose share would be below
+            this many tokens (and below its length) is dropped and its tokens go to the
+            others (default 0: off). Avoids stray words kept from last-ranked passages.
         force_keep: words always kept when present (e.g. ``("?", "\\n")``), budget allowing.
         tolerance: the achieved size is within this fraction below the target.
         unit: ``word`` (LLMLingua-2: each word on its own score) or ``clause`` (each word
@@ -163,6 +166,7 @@ class TokenScoringCompressor(Compressor):
     clause_words: int = 12
     rank_decay: float | None = None
     attach_punctuation: bool = False
+    min_share: int = 0
 
     def __post_init__(self) -> None:
         from ragc.errors import InvalidArgumentError
@@ -173,6 +177,10 @@ class TokenScoringCompressor(Compressor):
                 f"allocation must be 'global', 'per_passage' or 'rank', got {self.allocation!r}."
             )
         rank_decay_for(self.allocation, self.rank_decay)
+        if check_min_share(self.min_share) and self.allocation == "global":
+            raise InvalidArgumentError(
+                "min_share only applies to allocation='per_passage' or 'rank' (got 'global')."
+            )
         if not 0 <= self.tolerance < 1:
             raise InvalidArgumentError(f"tolerance must be in [0, 1), got {self.tolerance}.")
         if self.unit not in ("word", "clause"):
@@ -211,7 +219,7 @@ class TokenScoringCompressor(Compressor):
             keeps = self._select(words, scores, target)
         else:
             decay = rank_decay_for(self.allocation, self.rank_decay)
-            shares = allocate(target, [seg.tokens for seg in identity.segments], decay)
+            shares = allocate(target, [seg.tokens for seg in identity.segments], decay, self.min_share)
             keeps = [self._select([w], [s], t)[0] for w, s, t in zip(words, scores, shares)]
         segs = self._segments(passages, words, keeps)
         return CompressedContext(tuple(segs), identity.source_tokens, sum(s.tokens for s in segs), self.name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from ragc.compressors.base import Compressor, allocate, rank_decay_for
+from ragc.compressors.base import Compressor, allocate, check_min_share, rank_decay_for
 from ragc.errors import InvalidArgumentError
 from ragc.types import Budget, CompressedContext, Scored, TextSegment
 
@@ -20,12 +20,15 @@ class TruncateCompressor(Compressor):
             ``rank`` weights passage ``i`` (retrieval order) by ``length * rank_decay**i``
             (see :func:`ragc.compressors.base.allocate`).
         rank_decay: in [0, 1], only with ``allocation="rank"`` (default 0.5).
+        min_share: a passage whose share would be below this many tokens (and below its
+            length) is dropped and its tokens go to the others (default 0: off).
     """
 
     name: ClassVar[str] = "truncate"
     budget: float | int = 0.5
     allocation: Literal["per_passage", "rank"] = "per_passage"
     rank_decay: float | None = None
+    min_share: int = 0
 
     def __post_init__(self) -> None:
         Budget.parse(self.budget)
@@ -34,13 +37,14 @@ class TruncateCompressor(Compressor):
                 f"allocation must be 'per_passage' or 'rank', got {self.allocation!r}."
             )
         rank_decay_for(self.allocation, self.rank_decay)
+        check_min_share(self.min_share)
 
     def _compress(
         self, query: str | None, passages: list[Scored], budget: Budget, identity: CompressedContext
     ) -> CompressedContext:
         counts = [seg.tokens for seg in identity.segments]
         decay = rank_decay_for(self.allocation, self.rank_decay)
-        shares = allocate(budget.target(identity.source_tokens), counts, decay)
+        shares = allocate(budget.target(identity.source_tokens), counts, decay, self.min_share)
         segs: list[TextSegment] = []
         for s, n in zip(passages, shares):
             if n <= 0:

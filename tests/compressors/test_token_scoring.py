@@ -107,6 +107,23 @@ def test_rank_allocation_compresses_the_best_ranked_passage_least(smol_counter: 
     assert first.passage_id == "p0" and first.text == TEXT
 
 
+def test_min_share_drops_stray_words_of_the_last_ranked_passages(smol_counter: TokenCounter) -> None:
+    from ragc.compressors.truncate import TruncateCompressor
+
+    passages = [Scored(Passage(f"p{i}", TEXT, ""), 1.0 - i / 10, i) for i in range(5)]
+    for cls in (Scripted, TruncateCompressor):
+        plain = cls(budget=0.3, allocation="rank", rank_decay=0.25)
+        tidy = cls(budget=0.3, allocation="rank", rank_decay=0.25, min_share=8)
+        counts = {}
+        for key, comp in (("plain", plain), ("tidy", tidy)):
+            comp.bind(smol_counter)
+            ctx = comp.compress(None, passages)
+            counts[key] = [seg.tokens for seg in ctx.segments]
+            assert 0.95 * int(0.3 * ctx.source_tokens) <= ctx.kept_tokens <= int(0.3 * ctx.source_tokens)
+        assert min(counts["plain"]) < 8  # decay 0.25 leaves slivers of a few tokens ...
+        assert min(counts["tidy"]) >= 8 and len(counts["tidy"]) < len(counts["plain"])  # ... 8 drops them
+
+
 def test_bad_rank_allocation_settings() -> None:
     from ragc.compressors.truncate import TruncateCompressor
 
@@ -116,6 +133,11 @@ def test_bad_rank_allocation_settings() -> None:
         for bad in (-0.1, 1.5, True, "0.5"):
             with pytest.raises(InvalidArgumentError, match="rank_decay must be"):
                 cls(allocation="rank", rank_decay=bad)  # type: ignore[arg-type]
+        for bad_share in (-1, 2.5, True):
+            with pytest.raises(InvalidArgumentError, match="min_share must be"):
+                cls(min_share=bad_share)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="min_share only applies"):
+        Scripted(min_share=8)  # default allocation "global": one pool, no shares
     with pytest.raises(InvalidArgumentError, match="allocation must be"):
         TruncateCompressor(allocation="global")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="allocation must be"):
