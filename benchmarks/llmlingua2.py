@@ -59,6 +59,9 @@ RANKED: tuple[tuple[str, float | None], ...] = (
     ("llmlingua2-clause", 0.25),
     ("llmlingua2-punct", None),
     ("llmlingua2-attach", None),
+    # added 11-28 (evening): the best decay-0.5 learned row at decay 0.25, with its random control
+    ("llmlingua2-punct", 0.25),
+    ("random", 0.25),
 )
 METHODS: dict[str, dict[str, Any]] = {
     "truncate": {"name": "truncate"},
