@@ -73,6 +73,18 @@ def test_demo_prints_answers_with_provenance() -> None:
     out = ragc("demo", "-n", "2", "--retriever", "bm25", *SMOL)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("answer:") == 2 and "used [" in out.stdout and "TTFT" in out.stdout
+    # Compressed by default (sentences at a third), each answer beside the uncompressed one.
+    assert '"compressor": {"name": "sentences", "budget": 0.33}' in out.stdout
+    assert sum(line.startswith("  uncompressed: ") for line in out.stdout.splitlines()) == 2
+    summary = out.stdout[out.stdout.index("[ragc] summary over 2 questions"):].splitlines()
+    assert summary[1].split(":")[0].strip() == "sentences@0.33" and "/2 correct" in summary[1]
+    assert summary[2].split(":")[0].strip() == "uncompressed" and "fewer context tokens" in summary[3]
+    tokens = [float(line.split(" context tokens")[0].rsplit(", ", 1)[1]) for line in summary[1:3]]
+    assert tokens[0] < 0.5 * tokens[1]  # a third of the tokens (sentence granularity)
+    alone = ragc("demo", "-n", "1", "--retriever", "bm25", "--compressor", "none", *SMOL)
+    assert alone.returncode == 0, alone.stderr
+    assert "uncompressed: " not in alone.stdout and "fewer context tokens" not in alone.stdout
+    assert "[ragc] summary over 1 question (" in alone.stdout and "  none: " in alone.stdout
 
 
 @pytest.mark.slow
