@@ -91,6 +91,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ragc.corpus import load_corpus
     from ragc.pipelines.rag import Pipeline
 
+    if args.n < 1:
+        raise InvalidArgumentError(f"-n must be at least 1 (demo questions to answer), got {args.n}.")
     data = Path(__file__).parent / "data"
     passages = load_corpus(data / "demo_corpus.jsonl")
     lines = (data / "demo_questions.jsonl").read_text("utf-8").splitlines()
@@ -125,16 +127,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   f"TTFT {b.timings.ttft * 1e3:.0f} ms)")
             row.append(b)
         rows.append((gold, row))
-    if rows:
-        print(_demo_summary(cfg["compressor"], rows))
+    label = "closed-book" if pipe.retriever is None else _spec_label(cfg["compressor"])
+    print(_demo_summary(label, rows))
     return 0
 
 
-def _demo_summary(compressor: dict[str, Any], rows: Sequence[tuple[Sequence[str], list[Any]]]) -> str:
-    """Correct answers, context tokens and TTFT per pipeline (compressed, then uncompressed)."""
+def _spec_label(compressor: dict[str, Any]) -> str:
+    """``name@budget`` of a compressor spec (``name`` alone without a budget)."""
+    return compressor["name"] + (f"@{compressor['budget']:g}" if "budget" in compressor else "")
+
+
+def _demo_summary(name: str, rows: Sequence[tuple[Sequence[str], list[Any]]]) -> str:
+    """Correct answers, context tokens and TTFT per pipeline (``name``, then uncompressed)."""
     from ragc.eval.metrics import answer_contained
 
-    name = compressor["name"] + (f"@{compressor['budget']:g}" if "budget" in compressor else "")
     n = len(rows)
     lines = [f"[ragc] summary over {n} question{'s' if n != 1 else ''} "
              "(correct: the answer contains a gold answer):"]

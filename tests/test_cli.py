@@ -85,6 +85,12 @@ def test_demo_prints_answers_with_provenance() -> None:
     assert alone.returncode == 0, alone.stderr
     assert "uncompressed: " not in alone.stdout and "fewer context tokens" not in alone.stdout
     assert "[ragc] summary over 1 question (" in alone.stdout and "  none: " in alone.stdout
+    closed = ragc("demo", "-n", "1", "--closed-book", *SMOL)
+    assert closed.returncode == 0, closed.stderr
+    assert "closed-book: " in closed.stdout and "/1 correct, 0 context tokens" in closed.stdout
+    assert "uncompressed: " not in closed.stdout
+    bad = ragc("demo", "-n", "0", *SMOL)
+    assert bad.returncode == 2 and "-n must be at least 1" in bad.stderr
 
 
 @pytest.mark.slow
