@@ -27,7 +27,7 @@ from typing import Any
 from llmlingua2 import DECODER, add_run_arguments, specs
 from tqdm import tqdm
 
-from ragc.eval.datasets import load_dataset, sample_examples
+from ragc.datasets import load_dataset, sample_examples
 from ragc.eval.metrics import answer_kept, mean_percent
 from ragc.eval.report import machine_info
 from ragc.eval.runner import PREDICTIONS_FILE, EvalSpec, read_predictions, retrieve_all, write_atomic

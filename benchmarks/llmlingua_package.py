@@ -41,8 +41,8 @@ import numpy as np
 from ragc.compressors import llmlingua2 as l2
 from ragc.compressors.llmlingua2 import LLMLingua2Compressor, Tagger
 from ragc.compressors.token_scoring import Words
+from ragc.datasets import load_dataset
 from ragc.errors import InvalidArgumentError
-from ragc.eval.datasets import load_dataset
 from ragc.eval.report import machine_info
 from ragc.models import cache_dir, load_tokenizer
 from ragc.text import word_spans

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ragc.eval.datasets import load_dataset, sample_examples
+from ragc.datasets import load_dataset, sample_examples
 from ragc.eval.report import machine_info
 from ragc.registry import create
 

@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 from ragc.compressors.sentences import SentenceCompressor
+from ragc.datasets import load_dataset
 from ragc.errors import InvalidArgumentError
-from ragc.eval.datasets import load_dataset
 from ragc.eval.report import machine_info
 from ragc.models import load_tokenizer
 from ragc.tokens import TokenCounter

@@ -36,7 +36,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ragc.eval.datasets import OpenDomainQA, load_dataset
+from ragc.datasets import OpenDomainQA, load_dataset
 from ragc.eval.report import machine_info, plot
 from ragc.eval.runner import PREDICTIONS_FILE, SPEC_FILE, EvalSpec, EvalSummary, run_eval
 from ragc.eval.stats import compare_runs

@@ -115,9 +115,26 @@ def segment_key(
 
 
 def default_cache_root() -> Path:
-    from ragc.models import cache_dir
+    from ragc.paths import segments_dir
 
-    return cache_dir() / "segments"
+    return segments_dir()
+
+
+_DEFAULTS: dict[Path, SegmentCache] = {}
+_DEFAULTS_LOCK = threading.Lock()
+
+
+def default_cache(root: str | Path | None = None) -> SegmentCache:
+    """The process-wide :class:`SegmentCache` at ``root`` (default ``$RAGC_CACHE/segments``).
+
+    Components that were not given a cache (by the pipeline, or ``use_cache``) share this
+    one, so one process keeps one set of counters and one size estimate per folder.
+    """
+    path = (Path(root).expanduser() if root is not None else default_cache_root()).resolve()
+    with _DEFAULTS_LOCK:
+        if path not in _DEFAULTS:
+            _DEFAULTS[path] = SegmentCache(path)
+        return _DEFAULTS[path]
 
 
 class SegmentCache:

@@ -24,15 +24,27 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
+from ragc.artefacts import shared
 from ragc.errors import ModelIntegrityError, ModelNotFoundError
+from ragc.paths import cache_dir, models_dir
+
+__all__ = [
+    "PACKAGED_DECODERS",
+    "PACKAGED_ENCODERS",
+    "cache_dir",
+    "decoder_path",
+    "encoder_path",
+    "load_causal_lm",
+    "load_sentence_encoder",
+    "load_tokenizer",
+    "shared_causal_lm",
+]
 
 QWEN_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
@@ -83,14 +95,6 @@ PACKAGED_DECODERS: dict[str, PackagedGGUF] = {
         QWEN_GGUF_SHA256,
     ),
 }
-
-
-def cache_dir() -> Path:
-    """Root of ragc's on-disk cache: ``$RAGC_CACHE`` or ``~/.cache/ragc``."""
-    root = os.environ.get("RAGC_CACHE")
-    xdg = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    base = Path(root) if root else xdg / "ragc"
-    return base.expanduser()
 
 
 def _package_dir(module: str) -> Path:
@@ -154,7 +158,7 @@ def encoder_path(name: str) -> str:
         module, sub = PACKAGED_ENCODERS[name]
         return str(_package_dir(module) / sub)
     if name in PACKAGED_ZIP_ENCODERS:
-        target = cache_dir() / "models" / name
+        target = models_dir() / name
         if not (target / "config.json").is_file():
             print(f"[ragc] unpacking packaged encoder {name!r} (once, a few seconds)...", flush=True)
             _unpack_zip(name, PACKAGED_ZIP_ENCODERS[name], target)
@@ -239,7 +243,7 @@ def decoder_path(name: str) -> str:
     """Folder of a packaged decoder (converted on first use), or ``name`` itself."""
     if name not in PACKAGED_DECODERS:
         return name
-    target = cache_dir() / "models" / name
+    target = models_dir() / name
     if not (target / "config.json").is_file():
         _convert_gguf(name, PACKAGED_DECODERS[name], target)
     return str(target)
@@ -256,11 +260,11 @@ def _from_pretrained(loader: Any, path: str, **kwargs: Any) -> Any:
         ) from e
 
 
-@cache
 def load_tokenizer(name: str) -> Any:
+    """The tokenizer of a decoder (process-wide, see :func:`ragc.artefacts.shared`)."""
     from transformers import AutoTokenizer
 
-    return _from_pretrained(AutoTokenizer, decoder_path(name))
+    return shared(("tokenizer", name), lambda: _from_pretrained(AutoTokenizer, decoder_path(name)))
 
 
 def load_causal_lm(name: str, device: str, dtype: Any) -> Any:
@@ -271,7 +275,6 @@ def load_causal_lm(name: str, device: str, dtype: Any) -> Any:
     return model.to(device).eval()
 
 
-@cache
 def shared_causal_lm(name: str, device: str, dtype: Any) -> Any:
     """The process-wide frozen copy of a causal LM per (name, device, torch dtype).
 
@@ -280,21 +283,25 @@ def shared_causal_lm(name: str, device: str, dtype: Any) -> Any:
     that compresses with its own decoder holds one copy of it, not two. Never train or
     modify its weights in place; use :func:`load_causal_lm` for a private copy.
     """
-    return load_causal_lm(name, device, dtype)
+    return shared(("causal_lm", name, device, str(dtype)), lambda: load_causal_lm(name, device, dtype))
 
 
-@cache
 def load_sentence_encoder(name: str, device: str, dtype: str = "float32") -> Any:
-    """A sentence-transformers model (process-wide cache keyed by name/device/dtype).
+    """A sentence-transformers model (process-wide, keyed by name, device and dtype).
 
     ``dtype`` is ``"auto"`` (bf16 where the hardware runs it fast), ``"float32"``, ...
     """
-    import torch
-    from sentence_transformers import SentenceTransformer
-
     from ragc.device import resolve_dtype
 
     torch_dtype = resolve_dtype(dtype, device)
+    key = ("sentence_encoder", name, device, str(torch_dtype))
+    return shared(key, lambda: _sentence_encoder(name, device, torch_dtype))
+
+
+def _sentence_encoder(name: str, device: str, torch_dtype: Any) -> Any:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
     try:
         model = SentenceTransformer(encoder_path(name), device=device)
     except OSError as e:

@@ -25,8 +25,8 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
+from ragc.datasets import OpenDomainQA, QAExample, load_dataset, sample_examples
 from ragc.errors import ConfigError, IndexNotFoundError, InvalidArgumentError, RagcError
-from ragc.eval.datasets import OpenDomainQA, QAExample, load_dataset, sample_examples
 from ragc.eval.metrics import (
     answer_contained,
     answer_kept,
@@ -74,7 +74,7 @@ class EvalSpec:
     Parameters:
         name: run name (used in tables and as the run directory name by scripts).
         pipeline: config dict for ``Pipeline.from_config``.
-        dataset: dataset name (see ``ragc.eval.datasets.DATASETS``).
+        dataset: dataset name (see ``ragc.datasets.squad.DATASETS``).
         n_questions: questions sampled with ``seed`` (nested across n for one seed).
         recall_ks: cut-offs for gold-paragraph recall@k.
     """

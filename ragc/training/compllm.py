@@ -138,7 +138,7 @@ def recon_windows(cfg: CompLLMTrainConfig, tokenizer: Any) -> list[Window]:
     A window starts at a segment boundary (as inference segments do) of a random paragraph
     and spans ``recon_segments`` segments.
     """
-    from ragc.eval.datasets import load_squad
+    from ragc.datasets import load_squad
 
     n = cfg.recon_steps * cfg.recon_batch
     if n == 0:
@@ -177,7 +177,7 @@ def answer_window(
 def squad_examples(cfg: CompLLMTrainConfig, tokenizer: Any) -> list[Example]:
     """``cfg.questions`` SQuAD **train** questions with their gold paragraphs (or, with
     ``cfg.answer_window``, the segments around the answer), rates cycled."""
-    from ragc.eval.datasets import load_squad
+    from ragc.datasets import load_squad
 
     data = load_squad("train")
     by_id = data.passage_index()

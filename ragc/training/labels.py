@@ -64,7 +64,7 @@ def squad_train_items(n: int, seed: int) -> list[Item]:
     paragraphs, so a larger run extends a smaller one. Dev paragraphs are never used (they
     are the evaluation set).
     """
-    from ragc.eval.datasets import load_squad
+    from ragc.datasets import load_squad
 
     data = load_squad("train")
     if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= len(data.corpus):
@@ -315,7 +315,7 @@ def qa_boost(
 
 def squad_qa_relabel(rows: Sequence[LabelRow], *, keep_rate: float = 0.4) -> list[LabelRow]:
     """:func:`qa_boost` every row with all SQuAD **train** questions and answers of its paragraph."""
-    from ragc.eval.datasets import load_squad
+    from ragc.datasets import load_squad
 
     data = load_squad("train")
     qs: dict[str, list[str]] = {}

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import pytest
 import torch
 
-from ragc.eval.datasets import OpenDomainQA, QAExample
+from ragc.datasets import OpenDomainQA, QAExample
 from ragc.eval.metrics import answer_kept
 from ragc.eval.runner import (
     PREDICTIONS_FILE,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ragc.errors import InvalidArgumentError, UnknownComponentError
-from ragc.eval import datasets
-from ragc.eval.datasets import (
+from ragc.datasets import squad as datasets
+from ragc.datasets.squad import (
     DatasetNotFoundError,
     display_title,
     load_dataset,
@@ -14,6 +13,7 @@ from ragc.eval.datasets import (
     sample_examples,
     title_slug,
 )
+from ragc.errors import InvalidArgumentError, UnknownComponentError
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +82,13 @@ def test_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(datasets.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DatasetNotFoundError, match=r"scripts/setup\.sh"):
         datasets.squad_path("dev")
+
+
+def test_old_module_path_still_works_with_a_deprecation_warning() -> None:
+    import importlib
+    import sys
+
+    sys.modules.pop("ragc.eval.datasets", None)
+    with pytest.warns(DeprecationWarning, match="ragc.datasets"):
+        old = importlib.import_module("ragc.eval.datasets")
+    assert old.load_squad is load_squad and old.squad_path is datasets.squad_path
