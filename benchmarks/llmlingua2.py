@@ -33,8 +33,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ragc.compressors.base import DEFAULT_RANK_DECAY
-from ragc.eval.datasets import load_dataset
+from ragc.compressors.allocation import DEFAULT_RANK_DECAY
+from ragc.datasets import load_dataset
 from ragc.eval.report import machine_info, plot
 from ragc.eval.runner import PREDICTIONS_FILE, EvalSpec, EvalSummary, run_eval
 from ragc.eval.stats import compare_runs

@@ -22,6 +22,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "dense": "ragc.retrievers.dense:DenseRetriever",
         "bm25": "ragc.retrievers.bm25:BM25Retriever",
         "hybrid": "ragc.retrievers.hybrid:HybridRetriever",
+        "oracle": "ragc.retrievers.fixed:FixedRetriever",
     },
     "compressor": {
         "none": "ragc.compressors.identity:IdentityCompressor",
@@ -36,9 +37,11 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "xrag": "ragc.compressors.xrag:XRAGCompressor",
         "compllm": "ragc.compressors.compllm:CompLLMCompressor",
     },
-    "kv_policy": {},
+    "kv_policy": {
+        "dense": "ragc.kv.base:DensePolicy",
+    },
     "decoder": {
-        "hf": "ragc.decoder:HFDecoder",
+        "hf": "ragc.decoders.hf:HFDecoder",
     },
 }
 
@@ -91,8 +94,31 @@ def resolve(kind: str, name: str) -> type:
 
 
 def create(kind: str, name: str, **kwargs: Any) -> Any:
-    """Instantiate the component ``name`` of ``kind`` with ``kwargs``."""
-    return resolve(kind, name)(**kwargs)
+    """Instantiate the component ``name`` of ``kind`` with ``kwargs``.
+
+    Flat settings that moved into a grouped setting in ragc 0.2 (``device``, ``rank_decay``,
+    ...) are folded in with a :class:`DeprecationWarning` (:func:`ragc.settings.fold`), and a
+    compressor's old ``cache_dir`` becomes the segment cache it uses.
+    """
+    from ragc.settings import fold
+
+    target = resolve(kind, name)
+    params = fold(target, kwargs)
+    cache_dir = params.pop("cache_dir", None) if hasattr(target, "use_cache") else None
+    built = target(**params)
+    if cache_dir is not None:
+        import warnings
+
+        from ragc.cache import default_cache
+
+        warnings.warn(
+            f"{name}: cache_dir is deprecated since ragc 0.2; give the pipeline a "
+            "segment_cache: {root: DIR} (or call compressor.use_cache(SegmentCache(DIR))).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        built.use_cache(default_cache(cache_dir))
+    return built
 
 
 def register(kind: str, name: str, target: str) -> None:

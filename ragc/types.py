@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Union
 
 from ragc.errors import BudgetError
 
@@ -33,6 +33,11 @@ class Passage:
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
+def indexed_text(p: Passage) -> str:
+    """The text retrievers index and embed for a passage: the title (if any), a newline, the text."""
+    return f"{p.title}\n{p.text}" if p.title else p.text
+
+
 @dataclass(frozen=True)
 class Scored:
     """A passage with its retrieval score and 0-based rank (higher score = better)."""
@@ -40,6 +45,28 @@ class Scored:
     passage: Passage
     score: float
     rank: int = 0
+
+
+class SegmentKind(Protocol):
+    """What every segment kind offers, so code outside the decoder never dispatches on type.
+
+    ``kind`` names it (``"text"``, ``"soft"``; a KV kind is a new class here plus its entry
+    in :mod:`ragc.decoders.prompt`); ``text`` is ``None`` for segments that hold no text;
+    ``tokens`` counts decoder positions; ``describe()`` is its JSON view (CLI, reports).
+    """
+
+    kind: ClassVar[str]
+
+    @property
+    def passage_ids(self) -> tuple[str, ...]: ...
+
+    @property
+    def tokens(self) -> int: ...
+
+    @property
+    def text(self) -> str | None: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -51,11 +78,19 @@ class TextSegment:
     target decoder's tokenizer.
     """
 
+    kind: ClassVar[str] = "text"
     passage_id: str
     text: str
     spans: tuple[tuple[int, int], ...]
     tokens: int
     title: str = ""
+
+    @property
+    def passage_ids(self) -> tuple[str, ...]:
+        return (self.passage_id,)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "passage_id": self.passage_id, "spans": self.spans, "tokens": self.tokens}
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,6 +101,7 @@ class SoftSegment:
     Each embedding row counts as one decoder token.
     """
 
+    kind: ClassVar[str] = "soft"
     passage_ids: tuple[str, ...]
     embeddings: torch.Tensor  # (n, d_model)
     decoder_id: str
@@ -73,6 +109,13 @@ class SoftSegment:
     @property
     def tokens(self) -> int:
         return int(self.embeddings.shape[0])
+
+    @property
+    def text(self) -> None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "passage_ids": list(self.passage_ids), "tokens": self.tokens}
 
 
 Segment = Union[TextSegment, SoftSegment]  # noqa: UP007 - a runtime alias on 3.10
@@ -107,17 +150,17 @@ class CompressedContext:
     def passage_ids(self) -> tuple[str, ...]:
         seen: dict[str, None] = {}
         for seg in self.segments:
-            ids = (seg.passage_id,) if isinstance(seg, TextSegment) else seg.passage_ids
-            for pid in ids:
+            for pid in seg.passage_ids:
                 seen.setdefault(pid, None)
         return tuple(seen)
 
     @property
     def text(self) -> str | None:
-        """The text segments joined by blank lines; ``None`` if any segment is soft (no text)."""
-        if any(not isinstance(seg, TextSegment) for seg in self.segments):
+        """The segments' text joined by blank lines; ``None`` if any segment holds no text."""
+        texts = [seg.text for seg in self.segments]
+        if any(t is None for t in texts):
             return None
-        return "\n\n".join(seg.text for seg in self.segments if isinstance(seg, TextSegment))
+        return "\n\n".join(t for t in texts if t is not None)
 
     @classmethod
     def empty(cls) -> CompressedContext:

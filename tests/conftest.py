@@ -15,6 +15,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from ragc.types import Passage  # after the offline switches
 
+CPU32 = {"device": "cpu", "dtype": "float32"}  # fp32 on the CPU: exact, reproducible numbers
+
 # Twelve short passages on unrelated topics, written for the tests. Two are traps:
 # "astronauts" shares the words "sleep" and "long" with the cat question but not its
 # meaning, and "gasket" holds the rare token "zarnak".
@@ -62,9 +64,9 @@ def minilm_dense(tiny_corpus: list[Passage]):  # -> DenseRetriever (import kept 
 @pytest.fixture(scope="session")
 def smollm():  # -> HFDecoder
     """The packaged SmolLM2-135M decoder (fp32, greedy), loaded once."""
-    from ragc.decoder import HFDecoder
+    from ragc.decoders.hf import HFDecoder
 
-    dec = HFDecoder(model="smollm2-135m", device="cpu", dtype="float32", max_new_tokens=24)
+    dec = HFDecoder(model="smollm2-135m", placement=CPU32, max_new_tokens=24)
     dec.lm  # load now  # noqa: B018
     return dec
 

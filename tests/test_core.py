@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ragc import registry
-from ragc.compressors.base import allocate
+from ragc.compressors.allocation import allocate
 from ragc.config import PipelineConfig
 from ragc.errors import BudgetError, ConfigError, InvalidArgumentError, UnknownComponentError
 from ragc.types import Budget, CompressedContext

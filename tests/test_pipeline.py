@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ragc.corpus import load_corpus
-from ragc.decoder import HFDecoder
+from ragc.decoders.hf import HFDecoder
 from ragc.errors import EmptyCorpusError, EmptyQueryError, InvalidArgumentError, NotIndexedError
 from ragc.pipelines.rag import Pipeline
 from ragc.types import TextSegment

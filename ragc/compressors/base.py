@@ -5,47 +5,89 @@
     c.bind(token_counter)        # the pipeline binds the decoder's tokenizer
     c.compress(query, passages: Sequence[Scored], budget=None) -> CompressedContext
 
-``budget`` is a :class:`~ragc.types.Budget`, a float rate in (0, 1] or an int token
-count; ``None`` uses the compressor's own ``budget`` field. Token counts in the result are
-in the bound decoder tokenizer. A compressor must never exceed its budget; a budget at or
-above the source size returns the passages unchanged. Each compressor declares
-``output`` ("text", "soft" or "kv") and ``needs_query``; the pipeline reads those
-declarations instead of checking types.
+``compress`` is the one public entry and no method overrides it: it parses the budget (a
+:class:`~ragc.types.Budget`, a float rate in (0, 1] or an int token count; ``None`` uses
+the compressor's ``budget`` field), checks the query, returns the passages unchanged when
+the budget covers them (unless the method declares otherwise), calls the method's
+``_compress`` and checks the result: never above the budget, counted over the same
+source, soft segments made for the bound decoder. Token counts are in the bound decoder
+tokenizer.
+
+Each compressor declares, as class attributes read the same way from the class and its
+instances:
+
+- ``output``: ``"text"``, ``"soft"`` or ``"kv"``;
+- ``needs_query``: whether it must be given the question;
+- ``uses_budget``: ``False`` for the uncompressed baseline (a budget is checked, then ignored);
+- ``at_full_budget``: ``"identity"`` (a budget that covers the source returns it unchanged)
+  or ``"compress"`` (soft methods: their output is never the text itself).
+
+The pipeline reads those declarations instead of checking types.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import ClassVar, Literal
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
+from ragc.device import Placed
 from ragc.errors import EmptyQueryError, InvalidArgumentError, RagcError
 from ragc.tokens import TokenCounter
 from ragc.types import Budget, CompressedContext, Scored, TextSegment
 
+if TYPE_CHECKING:
+    from ragc.cache import SegmentCache
+
 Output = Literal["text", "soft", "kv"]
+FullBudget = Literal["identity", "compress"]
+CacheMode = Literal["off", "on", "refresh"]
+V = TypeVar("V")
 
 
 class UnboundTokenizerError(RagcError, RuntimeError):
     """A compressor was used before a decoder tokenizer was bound to it."""
 
 
-class Compressor(ABC):
+class Compressor(Placed, ABC):
     """Base class of every compressor (subclasses are dataclasses with a ``budget`` field)."""
 
     name: ClassVar[str] = "compressor"
     output: ClassVar[Output] = "text"
     needs_query: ClassVar[bool] = False
+    uses_budget: ClassVar[bool] = True
+    at_full_budget: ClassVar[FullBudget] = "identity"
     budget: float | int
 
     _counter: TokenCounter | None = None
+    _store: SegmentCache | None = None
+
+    # -- wiring (the pipeline calls these once) -----------------------------------
+    def parts(self) -> Sequence[Compressor]:
+        """The compressors a composition runs (none for a method)."""
+        return ()
 
     def bind(self, counter: TokenCounter) -> None:
         """Count tokens with ``counter`` (the target decoder's tokenizer)."""
         self._counter = counter
+        for c in self.parts():
+            c.bind(counter)
 
-    def prepare(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+    def place(self, placement: Any) -> None:
+        super().place(placement)
+        for c in self.parts():
+            c.place(placement)
+
+    def use_cache(self, store: SegmentCache) -> None:
+        """Store reusable results in ``store`` (default: the process-wide cache)."""
+        self._store = store
+        for c in self.parts():
+            c.use_cache(store)
+
+    def prepare(self) -> None:
         """Load any model now, so the first ``compress`` call is not charged for it."""
+        for c in self.parts():
+            c.prepare()
 
     @property
     def counter(self) -> TokenCounter:
@@ -56,6 +98,16 @@ class Compressor(ABC):
             )
         return self._counter
 
+    @property
+    def segment_cache(self) -> SegmentCache:
+        """The injected segment cache, else the process-wide default one."""
+        if self._store is None:
+            from ragc.cache import default_cache
+
+            self._store = default_cache()
+        return self._store
+
+    # -- the contract -------------------------------------------------------------
     def compress(
         self,
         query: str | None,
@@ -64,20 +116,32 @@ class Compressor(ABC):
     ) -> CompressedContext:
         """Compress ``passages`` for ``query`` to ``budget`` tokens of the decoder."""
         b = Budget.parse(self.budget if budget is None else budget)
+        if not self.uses_budget:
+            b = Budget(rate=1.0)
         if self.needs_query and (query is None or not query.strip()):
             raise EmptyQueryError(f"The {self.name!r} compressor needs a non-empty query.")
         if not passages:
             return CompressedContext((), 0, 0, self.name)
         identity = identity_context(self.counter, passages, self.name)
-        if b.target(identity.source_tokens) >= identity.source_tokens:
+        source = identity.source_tokens
+        if self.at_full_budget == "identity" and b.target(source) >= source:
             return identity
         out = self._compress(query, list(passages), b, identity)
-        if out.kept_tokens > b.target(out.source_tokens):
-            raise AssertionError(  # a bug in the compressor, never user error
-                f"{self.name} exceeded its budget: {out.kept_tokens} > "
-                f"{b.target(out.source_tokens)} tokens"
-            )
+        self._check(out, b, source)
         return out
+
+    def compress_batch(
+        self,
+        queries: Sequence[str | None],
+        passages: Sequence[Sequence[Scored]],
+        budget: Budget | float | int | None = None,
+    ) -> list[CompressedContext]:
+        """:meth:`compress` for several queries (a loop; methods may batch their models)."""
+        if len(queries) != len(passages):
+            raise InvalidArgumentError(
+                f"compress_batch needs one passage list per query, got {len(queries)} and {len(passages)}."
+            )
+        return [self.compress(q, p, budget) for q, p in zip(queries, passages)]
 
     @abstractmethod
     def _compress(
@@ -88,6 +152,45 @@ class Compressor(ABC):
         identity: CompressedContext,
     ) -> CompressedContext:
         """Compress below the source size; ``identity`` holds per-passage token counts."""
+
+    def _check(self, out: CompressedContext, budget: Budget, source: int) -> None:
+        """Invariants of every result; a failure is a bug in the method, never user error."""
+        if out.source_tokens != source:
+            raise AssertionError(f"{self.name} counted {out.source_tokens} source tokens, not {source}")
+        if out.kept_tokens > budget.target(source):
+            raise AssertionError(
+                f"{self.name} exceeded its budget: {out.kept_tokens} > {budget.target(source)} tokens"
+            )
+        decoder = self.counter.model_id
+        for seg in out.segments:
+            if seg.kind == "soft" and getattr(seg, "decoder_id", decoder) != decoder:
+                raise AssertionError(f"{self.name} made a soft segment for another decoder than {decoder}")
+
+    # -- shared mechanics -----------------------------------------------------------
+    def _through_cache(
+        self, mode: CacheMode, keys: Sequence[str], compute: Callable[[list[int]], Sequence[V]]
+    ) -> list[V]:
+        """Values for ``keys``: ``compute(positions)`` for what the segment cache lacks (``on``),
+        for everything (``off``), or for everything, overwriting the cache (``refresh``)."""
+        if mode == "off":
+            return list(compute(list(range(len(keys)))))
+        store = self.segment_cache
+        if mode == "on":
+            return store.get_or_compute_many(keys, compute)
+        values = list(compute(list(range(len(keys)))))
+        for key, value in zip(keys, values):
+            store.put(key, value)
+        return values
+
+
+def cache_mode(value: Any) -> CacheMode:
+    """A compressor's ``cache`` setting: ``off``, ``on`` or ``refresh`` (``True``/``False``
+    are ``on``/``off``)."""
+    if value is True or value is False:
+        return "on" if value else "off"
+    if value not in ("off", "on", "refresh"):
+        raise InvalidArgumentError(f"cache must be 'off', 'on' or 'refresh', got {value!r}.")
+    return value  # type: ignore[no-any-return]
 
 
 def identity_context(
@@ -104,92 +207,8 @@ def identity_context(
     return CompressedContext(segs, total, total, name)
 
 
-def allocate(target: int, lengths: Sequence[int], decay: float = 1.0, min_share: int = 0) -> list[int]:
-    """Split ``target`` tokens over items of ``lengths`` (best-ranked first), never above a length.
-
-    Item ``i`` is weighted by ``lengths[i] * decay**i``: ``decay=1`` splits in proportion to
-    length; ``decay<1`` gives better-ranked items a larger share of their text (LongLLMLingua's
-    rank-dependent compression ratio, with the retriever's order as the rank). An item whose
-    share would exceed its length is kept whole and the rest is split again over the others.
-    Leftover tokens (from flooring) go to the earliest items first; ``decay=0`` fills the
-    items strictly in rank order.
-
-    ``min_share`` drops slivers: an item whose share would be at least 1 but below
-    ``min_share`` tokens (and below its own length, so short items may still be kept whole)
-    gets nothing, and its tokens go to the others, worst-ranked sliver first. Steep decays
-    otherwise keep one or two stray tokens of the last passages (e.g. a lone "A"). The last
-    item left is never dropped; a dropped sliver's tokens are lost only when every other item
-    is already whole.
-    """
-    shares = _allocate(target, lengths, decay)
-    if min_share <= 1:
-        return shares
-    lengths = list(lengths)
-    while True:
-        slivers = [i for i, (t, n) in enumerate(zip(shares, lengths)) if 0 < t < min(min_share, n)]
-        if not slivers or sum(n > 0 for n in lengths) <= 1:
-            return shares  # nothing to drop, or one item left: it keeps what there is
-        lengths[slivers[-1]] = 0
-        shares = _allocate(target, lengths, decay)
-
-
-def check_min_share(min_share: int) -> int:
-    """``min_share`` must be a non-negative integer (tokens); returns it."""
-    if isinstance(min_share, bool) or not isinstance(min_share, int) or min_share < 0:
-        raise InvalidArgumentError(f"min_share must be a non-negative integer (tokens), got {min_share!r}.")
-    return min_share
-
-
-def _allocate(target: int, lengths: Sequence[int], decay: float) -> list[int]:
-    total = sum(lengths)
-    if total == 0 or target <= 0:
-        return [0] * len(lengths)
-    if target >= total:
-        return list(lengths)
-    weights = [n * decay**i for i, n in enumerate(lengths)]
-    shares = [0] * len(lengths)
-    open_ = [i for i, n in enumerate(lengths) if n > 0]
-    left = target
-    while open_:
-        mass = sum(weights[i] for i in open_)
-        if mass <= 0:  # decay 0: the rest goes to the earliest items below
-            break
-        full = [i for i in open_ if left * weights[i] >= lengths[i] * mass]
-        if not full:
-            for i in open_:
-                shares[i] = int(left * weights[i] / mass)
-            break
-        for i in full:  # these fit whole: fix them and split what remains over the rest
-            shares[i] = lengths[i]
-            left -= lengths[i]
-        open_ = [i for i in open_ if i not in full]
-    left = target - sum(shares)
-    for i, n in enumerate(lengths):
-        if left <= 0:
-            break
-        extra = min(left, n - shares[i])
-        shares[i] += extra
-        left -= extra
-    return shares
-
-
-DEFAULT_RANK_DECAY = 0.5
-
-
-def rank_decay_for(allocation: str, rank_decay: float | None) -> float:
-    """The ``decay`` to pass to :func:`allocate` for a compressor's ``allocation`` setting.
-
-    ``allocation="rank"`` uses ``rank_decay`` (``None``: :data:`DEFAULT_RANK_DECAY`), which
-    must lie in [0, 1]; every other allocation splits in proportion to length (decay 1) and
-    refuses a ``rank_decay``, so a setting that would be ignored is never accepted silently.
-    """
-    if allocation != "rank":
-        if rank_decay is not None:
-            raise InvalidArgumentError(
-                f"rank_decay={rank_decay!r} only applies to allocation='rank' (got {allocation!r})."
-            )
-        return 1.0
-    decay = DEFAULT_RANK_DECAY if rank_decay is None else rank_decay
-    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay <= 1:
-        raise InvalidArgumentError(f"rank_decay must be a number in [0, 1], got {rank_decay!r}.")
-    return float(decay)
+def walk(compressor: Compressor) -> Iterator[Compressor]:
+    """``compressor`` and every compressor nested in it, depth first."""
+    yield compressor
+    for c in compressor.parts():
+        yield from walk(c)

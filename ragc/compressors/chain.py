@@ -7,24 +7,20 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ragc.compressors.base import Compressor
-from ragc.errors import ConfigError, InvalidArgumentError
-from ragc.tokens import TokenCounter
+from ragc.errors import InvalidArgumentError
 from ragc.types import Budget, CompressedContext, Passage, Scored, TextSegment
+from ragc.validate import check_number
 
 
 def _default_stages() -> list[Any]:
     return [{"name": "sentences"}, {"name": "llmlingua2"}]
 
 
-def build_stage(stage: Compressor | dict[str, Any]) -> Compressor:
-    if isinstance(stage, Compressor):
-        return stage
-    if not isinstance(stage, dict) or "name" not in stage:
-        raise ConfigError(f"A chain stage must be a Compressor or a {{name: ...}} mapping, got {stage!r}.")
-    from ragc.config import ComponentSpec
+def build_stage(stage: Compressor | dict[str, Any] | str, where: str) -> Compressor:
+    """A stage of a composition: a compressor, or its config (see :func:`ragc.config.build_component`)."""
+    from ragc.config import build_component
 
-    params = {k: v for k, v in stage.items() if k != "name"}
-    built: Compressor = ComponentSpec("compressor", stage["name"], params).build()
+    built: Compressor = build_component("compressor", stage, where)
     return built
 
 
@@ -67,7 +63,9 @@ class ChainCompressor(Compressor):
     times the final target, so a coarse question-aware filter (e.g. ``sentences``)
     removes distractors before a fine token-level compressor (e.g. ``llmlingua2``)
     spends the remaining budget — LongLLMLingua's coarse-to-fine recipe as a composition.
-    Provenance spans point into the original passages through every stage.
+    Provenance spans point into the original passages through every stage. Every stage is
+    extractive (text output). A chain declares that it needs the question, as its stages
+    may.
 
     Parameters:
         stages: compressors or ``{name: ..., **params}`` mappings, coarse first.
@@ -76,39 +74,26 @@ class ChainCompressor(Compressor):
     """
 
     name: ClassVar[str] = "chain"
+    needs_query: ClassVar[bool] = True
     stages: list[Any] = field(default_factory=_default_stages)
     budget: float | int = 0.33
     expand: float = 2.0
 
     def __post_init__(self) -> None:
         Budget.parse(self.budget)
-        if not self.stages:
-            raise InvalidArgumentError("A chain needs at least one stage.")
-        if self.expand < 1:
-            raise InvalidArgumentError(f"expand must be >= 1, got {self.expand}.")
-        self._stages = [build_stage(s) for s in self.stages]
-        for s in self._stages[:-1]:
+        if not isinstance(self.stages, (list, tuple)) or not self.stages:
+            raise InvalidArgumentError(f"A chain needs a non-empty list of stages, got {self.stages!r}.")
+        check_number("expand", self.expand, minimum=1)
+        self._stages = [build_stage(s, f"chain stages[{i}]") for i, s in enumerate(self.stages)]
+        for s in self._stages:
             if s.output != "text":
                 raise InvalidArgumentError(
-                    f"Only the last chain stage may produce {s.output!r} output ({s.name!r} is not last)."
+                    f"Every chain stage must be extractive (text output); {s.name!r} produces "
+                    f"{s.output!r}; use a {s.output} compressor on its own."
                 )
 
-    @property  # type: ignore[misc]
-    def needs_query(self) -> bool:  # type: ignore[override]
-        return any(s.needs_query for s in self._stages)
-
-    @property  # type: ignore[misc]
-    def output(self) -> str:  # type: ignore[override]
-        return self._stages[-1].output
-
-    def bind(self, counter: TokenCounter) -> None:
-        super().bind(counter)
-        for s in self._stages:
-            s.bind(counter)
-
-    def prepare(self) -> None:
-        for s in self._stages:
-            s.prepare()
+    def parts(self) -> list[Compressor]:
+        return list(self._stages)
 
     def _compress(
         self, query: str | None, passages: list[Scored], budget: Budget, identity: CompressedContext

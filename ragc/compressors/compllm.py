@@ -20,35 +20,25 @@ and the encoder itself are in :mod:`ragc.compressors.concept_encoder`.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
-from ragc.compressors.artefacts import artefact_dir
-from ragc.compressors.base import Compressor, Output
+from ragc.artefacts import artefact_dir, shared, stamp
+from ragc.compressors.base import CacheMode, Compressor, FullBudget, Output, cache_mode
 from ragc.compressors.concept_encoder import (
     CONFIG_FILE,
-    WEIGHTS_FILE,
     CompLLMMismatchError,
     Concepts,
     load_concepts,
 )
-from ragc.errors import InvalidArgumentError
+from ragc.device import Placement
+from ragc.settings import Settings
 from ragc.types import Budget, CompressedContext, Scored, SoftSegment
+from ragc.validate import check_int, check_text
 
 __all__ = ["CONFIG_FILE", "CompLLMCompressor", "CompLLMMismatchError", "fit_budget", "segment_plan"]
-
-
-@functools.cache
-def _cached_concepts(folder: str, stamp: float, decoder: str, device: str, dtype_name: str) -> Concepts:
-    """One loaded concept encoder per artefact (and its mtime), decoder, device and dtype."""
-    import torch
-
-    return load_concepts(Path(folder), decoder, device, getattr(torch, dtype_name))
 
 
 # ---------------------------------------------------------------- segmentation
@@ -94,78 +84,55 @@ class CompLLMCompressor(Compressor):
             than one embedding per segment, the lowest-ranked segments are dropped.
         segment_tokens: maximum segment length in decoder tokens (the paper uses ~20).
         weights: ``"packaged"`` (shipped for the bound decoder) or a folder from ``ragc train compllm``.
-        device / dtype: where the compressor (a copy of the decoder + LoRA) runs.
-        cache: reuse compressed segments through the segment cache.
-        cache_dir: segment cache directory (default ``$RAGC_CACHE/segments``).
+        placement: where the compressor (the decoder's own weights + LoRA) runs.
+        cache: ``on`` (default) reuses compressed segments through the segment cache,
+            ``off`` compresses every time, ``refresh`` compresses and overwrites.
         batch_size: segments per forward.
     """
 
     name: ClassVar[str] = "compllm"
     output: ClassVar[Output] = "soft"
+    at_full_budget: ClassVar[FullBudget] = "compress"
+    settings: ClassVar[dict[str, type[Settings]]] = {"placement": Placement}
     budget: float | int = 0.5
     segment_tokens: int = 20
     weights: str = "packaged"
-    device: str | None = None
-    dtype: str = "auto"
-    cache: bool = True
-    cache_dir: str | None = None
+    placement: Placement | dict[str, Any] | str | None = None
+    cache: CacheMode | bool = "on"
     batch_size: int = 64
-    _store: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         Budget.parse(self.budget)
-        if (
-            isinstance(self.segment_tokens, bool)
-            or not isinstance(self.segment_tokens, int)
-            or self.segment_tokens < 2
-        ):
-            raise InvalidArgumentError(
-                f"segment_tokens must be an integer >= 2, got {self.segment_tokens!r}."
-            )
-        if self.batch_size < 1:
-            raise InvalidArgumentError(f"batch_size must be >= 1, got {self.batch_size}.")
+        check_int("segment_tokens", self.segment_tokens, minimum=2)
+        check_text("weights", self.weights)
+        Placement.parse(self.placement)
+        self.cache = cache_mode(self.cache)
+        check_int("batch_size", self.batch_size, minimum=1)
 
     def prepare(self) -> None:
         self.concepts()
 
     def concepts(self) -> Concepts:
-        from ragc.device import default_device, resolve_dtype
-
+        """The concept encoder for the bound decoder, shared by the process."""
         decoder = self.counter.model_id
-        folder = artefact_dir("compllm", self.weights, decoder, "CompLLM weights")
-        device = self.device or default_device()
-        dtype = str(resolve_dtype(self.dtype, device)).removeprefix("torch.")
-        stamp = (folder / WEIGHTS_FILE).stat().st_mtime
-        return _cached_concepts(str(folder.resolve()), stamp, decoder, device, dtype)
+        folder = artefact_dir("compllm", self.weights, "CompLLM weights", decoder).resolve()
+        where = self.where
+        key = ("concepts", str(folder), stamp(folder), decoder, where.device, where.dtype)
+        return shared(key, lambda: load_concepts(folder, decoder, where.device, where.torch_dtype))
 
-    def segment_cache(self) -> Any:
-        from ragc.cache import SegmentCache
-
-        if self._store is None:
-            self._store = SegmentCache(self.cache_dir, enabled=self.cache)
-        return self._store
-
-    def compress(
-        self,
-        query: str | None,
-        passages: Sequence[Scored],
-        budget: Budget | float | int | None = None,
+    def _compress(
+        self, query: str | None, passages: list[Scored], budget: Budget, identity: CompressedContext
     ) -> CompressedContext:
         import torch
 
         from ragc.cache import segment_key
 
-        b = Budget.parse(self.budget if budget is None else budget)
         tok = self.counter.tokenizer
         texts = [s.passage.text for s in passages]
-        enc = (
-            tok(texts, add_special_tokens=False, return_offsets_mapping=True) if texts else {"input_ids": []}
-        )
-        source = sum(len(x) for x in enc["input_ids"])
-        if source == 0:
-            return CompressedContext((), 0, 0, self.name)
-        target = b.target(source)
-        rate = b.rate if b.rate is not None else min(1.0, target / source)
+        enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+        source = identity.source_tokens
+        target = budget.target(source)
+        rate = budget.rate if budget.rate is not None else min(1.0, target / max(source, 1))
         # (passage index, token start, token end, concepts), best-ranked passages first.
         plan = [
             [i, a, e, m]
@@ -177,15 +144,12 @@ class CompLLMCompressor(Compressor):
             return CompressedContext((), source, 0, self.name)
         c = self.concepts()
         version = {"segment_tokens": self.segment_tokens, "fingerprint": c.meta.get("fingerprint")}
-        seg_texts, keys = [], []
+        models = {"decoder": self.counter.model_id}
+        keys = []
         for i, a, e, m in plan:
             offs = enc["offset_mapping"][i]
-            seg_texts.append(texts[i][offs[a][0] : offs[e - 1][1]])
-            keys.append(
-                segment_key(
-                    seg_texts[-1], self.name, {**version, "concepts": m}, {"decoder": self.counter.model_id}
-                )
-            )
+            text = texts[i][offs[a][0] : offs[e - 1][1]]
+            keys.append(segment_key(text, self.name, {**version, "concepts": m}, models))
 
         def compute(missing: list[int]) -> list[dict[str, Any]]:
             out: list[dict[str, Any]] = []
@@ -197,7 +161,7 @@ class CompLLMCompressor(Compressor):
                     out += [{"concepts": v.float().cpu()} for v in vecs]
             return out
 
-        rows = self.segment_cache().get_or_compute_many(keys, compute)
+        rows = self._through_cache(cast(CacheMode, self.cache), keys, compute)
         per_passage: dict[int, list[Any]] = {}
         for (i, *_), row in zip(plan, rows):
             per_passage.setdefault(i, []).append(row["concepts"])
@@ -206,8 +170,3 @@ class CompLLMCompressor(Compressor):
             for i, vs in per_passage.items()
         )
         return CompressedContext(segments, source, sum(m for *_, m in plan), self.name)
-
-    def _compress(
-        self, query: str | None, passages: list[Scored], budget: Budget, identity: CompressedContext
-    ) -> CompressedContext:  # pragma: no cover - compress() is overridden
-        raise NotImplementedError

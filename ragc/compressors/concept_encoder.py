@@ -30,14 +30,12 @@ Artefact: ``config.json`` (``format``, ``decoder``, sizes, LoRA rank/alpha/targe
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragc.compressors.artefacts import CONFIG_FILE, WEIGHTS_FILE
+from ragc.artefacts import CONFIG_FILE, WEIGHTS_FILE, fingerprint, read_config, read_weights, save_artefact
 from ragc.errors import InvalidArgumentError, ModelIntegrityError
 
 FORMAT = "ragc-compllm/3"
@@ -102,16 +100,6 @@ def new_head(d_model: int) -> Any:
     from torch import nn
 
     return nn.Linear(d_model, d_model)
-
-
-def fingerprint(state: dict[str, Any]) -> str:
-    """Short hash of the trained tensors (part of every cache key)."""
-    h = hashlib.sha256()
-    for k in sorted(state):
-        t = state[k].detach().float().cpu().reshape(-1)
-        h.update(k.encode())
-        h.update(t[:: max(1, t.numel() // 512)].numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 @dataclass(eq=False)
@@ -222,18 +210,9 @@ def _placeholder_id(tokenizer: Any) -> int:
 
 
 def save_concepts(c: Concepts, out_dir: str | Path, extra: dict[str, Any]) -> Path:
-    import torch
-    from safetensors.torch import save_file
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in c.trained_state().items()}
-    tmp = out / f".{WEIGHTS_FILE}.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(out / WEIGHTS_FILE)
-    meta = {**c.meta, **extra, "fingerprint": fingerprint(state)}
-    (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    return out
+    """Write the artefact; its ``fingerprint`` (of the trained tensors) is part of every cache key."""
+    state = c.trained_state()
+    return save_artefact(out_dir, {**c.meta, **extra, "fingerprint": fingerprint(state)}, state)
 
 
 def load_concepts(folder: Path, decoder: str, device: str, dtype: Any) -> Concepts:
@@ -244,20 +223,10 @@ def load_concepts(folder: Path, decoder: str, device: str, dtype: Any) -> Concep
     compressor share one model in memory (see :func:`ragc.models.shared_causal_lm`).
     """
     import torch
-    from safetensors.torch import load_file
 
     from ragc.models import load_tokenizer, shared_causal_lm
 
-    try:
-        meta = json.loads((folder / CONFIG_FILE).read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelIntegrityError(f"{folder / CONFIG_FILE} is not a readable JSON config: {e}") from e
-    if not isinstance(meta, dict):
-        raise ModelIntegrityError(f"{folder / CONFIG_FILE} is not a JSON object.")
-    if meta.get("format") not in FORMATS:
-        raise CompLLMMismatchError(
-            f"{folder} has format {meta.get('format')!r}, expected one of {', '.join(FORMATS)}."
-        )
+    meta = read_config(folder, FORMATS, CompLLMMismatchError)
     required = ("decoder", "hidden_size", "vocab_size", "lora_rank", "lora_alpha", "lora_targets")
     if missing := [k for k in required if k not in meta]:
         raise ModelIntegrityError(f"{folder / CONFIG_FILE} lacks {', '.join(missing)}.")
@@ -282,7 +251,7 @@ def load_concepts(folder: Path, decoder: str, device: str, dtype: Any) -> Concep
         meta["lora_targets"],
         meta["format"],
     )
-    state = load_file(str(folder / WEIGHTS_FILE))
+    state = read_weights(folder)
     try:
         with torch.no_grad():
             for k, v in c.lora.params.items():

@@ -17,14 +17,18 @@ scored in windows that carry ``overlap`` tokens of the passage as extra context.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
 
+from ragc.compressors.base import CacheMode, cache_mode
 from ragc.compressors.token_scoring import TokenScoringCompressor, Words
+from ragc.device import Placement
 from ragc.errors import EmptyQueryError, InvalidArgumentError
+from ragc.settings import Settings
 from ragc.types import Scored
+from ragc.validate import check_choice, check_int, check_text
 
 Pooling = Literal["max", "mean", "sum"]
 _HEAD_CHUNK = 256  # rows of (chunk, vocab) logits materialised at once (~150 MB for Qwen)
@@ -125,43 +129,41 @@ class PerplexityCompressor(TokenScoringCompressor):
 
     Parameters: those of :class:`TokenScoringCompressor`, plus
         model: causal LM (packaged ``qwen2.5-0.5b`` / ``smollm2-135m``, an HF id or a folder).
-        device: ``None`` picks :func:`ragc.device.default_device` at run time.
-        dtype: ``auto`` (bf16 on GPUs and AMX CPUs, else fp32), ``float32``, ``bfloat16``...
+        placement: where the LM runs (default: the pipeline's; ``dtype: auto``). With the
+            decoder's model and placement, both read one copy of the weights.
         pooling: how the scores of a word's tokens become its score (``max``, ``mean``, ``sum``).
         batch_size: LM rows (passage windows) per forward pass.
         max_length: passage tokens per window (the condition prefix comes on top).
         overlap: passage tokens a window repeats from the one before, as context only.
-        cache: ``"off"``; ``"on"`` reuses each passage's word scores through the
-            :class:`~ragc.cache.SegmentCache` (keyed by passage text, scorer settings, LM and,
-            for the contrastive scorer, the question), so a passage retrieved again, or
-            compressed again at another rate, costs no LM pass; ``"refresh"`` always scores
-            and overwrites the cached scores (a cold run that fills the cache).
-        cache_dir: segment cache directory (default ``$RAGC_CACHE/segments``).
+        cache: ``"off"``; ``"on"`` reuses each passage's word scores through the segment
+            cache (keyed by passage text, scorer settings, LM and, for the contrastive
+            scorer, the question), so a passage retrieved again, or compressed again at
+            another rate, costs no LM pass; ``"refresh"`` always scores and overwrites the
+            cached scores (a cold run that fills the cache).
     """
 
     name: ClassVar[str] = "perplexity"
+    settings: ClassVar[dict[str, type[Settings]]] = {
+        **TokenScoringCompressor.settings,
+        "placement": Placement,
+    }
     model: str = "qwen2.5-0.5b"
-    device: str | None = None
-    dtype: str = "auto"
+    placement: Placement | dict[str, Any] | str | None = None
     pooling: Pooling = "max"
     batch_size: int = 4
     max_length: int = 1024
     overlap: int = 128
-    cache: Literal["off", "on", "refresh"] = "off"
-    cache_dir: str | None = None
-    _store: Any = field(default=None, init=False, repr=False, compare=False)
+    cache: CacheMode | bool = "off"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.cache not in ("off", "on", "refresh"):
-            raise InvalidArgumentError(f"cache must be 'off', 'on' or 'refresh', got {self.cache!r}.")
-        if self.pooling not in ("max", "mean", "sum"):
-            raise InvalidArgumentError(f"pooling must be 'max', 'mean' or 'sum', got {self.pooling!r}.")
-        if self.batch_size < 1:
-            raise InvalidArgumentError(f"batch_size must be >= 1, got {self.batch_size}.")
-        if self.max_length < 2:
-            raise InvalidArgumentError(f"max_length must be >= 2 tokens, got {self.max_length}.")
-        if not 0 <= self.overlap < self.max_length:
+        check_text("model", self.model)
+        Placement.parse(self.placement)
+        self.cache = cache_mode(self.cache)
+        check_choice("pooling", self.pooling, ("max", "mean", "sum"))
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_int("max_length", self.max_length, minimum=2)
+        if check_int("overlap", self.overlap, minimum=0) >= self.max_length:
             raise InvalidArgumentError(
                 f"overlap must be in [0, max_length={self.max_length}), got {self.overlap}; "
                 "lower overlap or raise max_length."
@@ -171,12 +173,11 @@ class PerplexityCompressor(TokenScoringCompressor):
         self._lm()
 
     def _lm(self) -> Any:
-        from ragc.device import default_device, resolve_dtype
         from ragc.models import shared_causal_lm
 
-        device = self.device or default_device()
+        where = self.where
         # The process-wide copy: shared with a decoder of the same model, device and dtype.
-        return shared_causal_lm(self.model, device, resolve_dtype(self.dtype, device))
+        return shared_causal_lm(self.model, where.device, where.torch_dtype)
 
     def _tokenizer(self) -> Any:
         from ragc.models import load_tokenizer
@@ -192,18 +193,15 @@ class PerplexityCompressor(TokenScoringCompressor):
     def score_words(
         self, query: str | None, passages: Sequence[Scored], words: Sequence[Words]
     ) -> list[np.ndarray]:
-        if self.cache == "off":
-            return self.score_texts([w.text for w in words], [w.spans for w in words], [query] * len(words))
         import torch
 
         from ragc.cache import segment_key
 
-        store = self._segment_cache()
         settings = {
             "pooling": self.pooling,
             "max_length": self.max_length,
             "overlap": self.overlap,
-            "dtype": self.dtype,
+            "dtype": self.where.dtype,
             "question": query if self.needs_query else None,
         }
         keys = [segment_key(w.text, self.name, settings, {"lm": self.model}) for w in words]
@@ -214,21 +212,8 @@ class PerplexityCompressor(TokenScoringCompressor):
             scores = self.score_texts(texts, spans, [query] * len(missing))
             return [{"scores": torch.from_numpy(np.ascontiguousarray(s, dtype=np.float32))} for s in scores]
 
-        if self.cache == "refresh":
-            fresh = compute(list(range(len(words))))
-            for key, value in zip(keys, fresh):
-                store.put(key, value)
-            rows = fresh
-        else:
-            rows = store.get_or_compute_many(keys, compute)
+        rows = self._through_cache(cast(CacheMode, self.cache), keys, compute)
         return [r["scores"].numpy().astype(np.float64) for r in rows]
-
-    def _segment_cache(self) -> Any:
-        from ragc.cache import SegmentCache
-
-        if self._store is None:
-            self._store = SegmentCache(self.cache_dir)
-        return self._store
 
     def score_texts(
         self, texts: Sequence[str], spans: Sequence[np.ndarray], questions: Sequence[str | None]

@@ -9,10 +9,13 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from ragc.compressors.base import Compressor
+from ragc.device import Placement
 from ragc.progress import long_work
+from ragc.settings import Settings
 from ragc.text import split_sentences
 from ragc.tokens import TokenCounter
 from ragc.types import Budget, CompressedContext, Scored, TextSegment
+from ragc.validate import check_int, check_text
 
 
 class RankedUnit(NamedTuple):
@@ -36,32 +39,36 @@ class SentenceCompressor(Compressor):
     Parameters:
         budget: rate in (0, 1] or an int token budget for the whole context.
         model: sentence encoder (packaged ``minilm``, an HF id or a local path).
-        device: ``None`` picks the default device at run time.
-        dtype: encoder dtype (``float32``, ``bfloat16``...).
+        placement: where the encoder runs (default: the pipeline's); fp32 when neither sets
+            a dtype (the dtype the published ``sentences`` results were measured in).
         batch_size: sentences per encoder batch. The encoder sorts sentences by length and
-            pads each batch to its longest, so small batches waste less: 8 ran 1.56x faster
-            than 128 on SQuAD passages on CPU (``benchmarks/sentences_speed.py``).
+            pads each batch to its longest, so small batches waste less
+            (``benchmarks/sentences_speed.py`` measures it).
     """
 
     name: ClassVar[str] = "sentences"
     needs_query: ClassVar[bool] = True
+    settings: ClassVar[dict[str, type[Settings]]] = {"placement": Placement}
+    default_placement: ClassVar[Placement] = Placement(dtype="float32")
     budget: float | int = 0.5
     model: str = "minilm"
-    device: str | None = None
-    dtype: str = "float32"
+    placement: Placement | dict[str, Any] | str | None = None
     batch_size: int = 8
 
     def __post_init__(self) -> None:
         Budget.parse(self.budget)
+        check_text("model", self.model)
+        Placement.parse(self.placement)
+        check_int("batch_size", self.batch_size, minimum=1)
 
     def prepare(self) -> None:
         self._encoder()
 
     def _encoder(self) -> Any:
-        from ragc.device import default_device
         from ragc.models import load_sentence_encoder
 
-        return load_sentence_encoder(self.model, self.device or default_device(), self.dtype)
+        where = self.where
+        return load_sentence_encoder(self.model, where.device, where.dtype)
 
     def _scores(self, query: str, sentences: list[str]) -> np.ndarray:
         encoder = self._encoder()

@@ -10,8 +10,8 @@ from ragc.compressors.base import Compressor
 from ragc.compressors.chain import build_stage, check_extractive, compose_spans
 from ragc.compressors.sentences import RankedUnit, fill, unit_segments
 from ragc.errors import InvalidArgumentError
-from ragc.tokens import TokenCounter
 from ragc.types import Budget, CompressedContext, Passage, Scored, TextSegment
+from ragc.validate import check_number
 
 #: Attempts at shrinking the fine tier when joining pieces re-tokenises above the budget.
 _RETRIES = 4
@@ -63,16 +63,10 @@ class TieredCompressor(Compressor):
 
     def __post_init__(self) -> None:
         Budget.parse(self.budget)
-        for name in ("verbatim", "expand"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise InvalidArgumentError(f"{name} must be a number, got {v!r}.")
-        if not 0.0 <= self.verbatim <= 1.0:
-            raise InvalidArgumentError(f"verbatim must be in [0, 1], got {self.verbatim}.")
-        if not self.expand >= 1.0:
-            raise InvalidArgumentError(f"expand must be >= 1, got {self.expand}.")
-        self._ranker = build_stage(self.ranker)
-        self._fine = build_stage(self.fine)
+        check_number("verbatim", self.verbatim, minimum=0, maximum=1)
+        check_number("expand", self.expand, minimum=1)
+        self._ranker = build_stage(self.ranker, "tiered ranker")
+        self._fine = build_stage(self.fine, "tiered fine")
         if not callable(getattr(self._ranker, "rank_units", None)):
             raise InvalidArgumentError(
                 f"The tiered ranker must rank units (a rank_units method, e.g. 'sentences'); "
@@ -84,14 +78,8 @@ class TieredCompressor(Compressor):
                 f"{self._fine.output!r}."
             )
 
-    def bind(self, counter: TokenCounter) -> None:
-        super().bind(counter)
-        self._ranker.bind(counter)
-        self._fine.bind(counter)
-
-    def prepare(self) -> None:
-        self._ranker.prepare()
-        self._fine.prepare()
+    def parts(self) -> list[Compressor]:
+        return [self._ranker, self._fine]
 
     def _compress(
         self, query: str | None, passages: list[Scored], budget: Budget, identity: CompressedContext

@@ -21,17 +21,20 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from ragc.compressors.base import Compressor, allocate, check_min_share, rank_decay_for
+from ragc.compressors.allocation import Allocation
+from ragc.compressors.base import Compressor
+from ragc.errors import InvalidArgumentError
+from ragc.settings import Settings
 from ragc.text import word_spans
 from ragc.tokens import TokenCounter
 from ragc.types import Budget, CompressedContext, Scored, TextSegment
+from ragc.validate import check_bool, check_choice, check_int, check_number
 
-Allocation = Literal["global", "per_passage", "rank"]
 Unit = Literal["word", "clause"]
 _CLAUSE_END = frozenset(",;:.!?)]}\"”»。，；：！？、")
 _OPENERS = frozenset("([{“«¿¡「『（")
@@ -129,28 +132,15 @@ def render(text: str, spans: np.ndarray, keep: np.ndarray) -> tuple[str, tuple[t
     return " ".join(text[a:b] for a, b in runs), runs
 
 
-@dataclass
-class TokenScoringCompressor(Compressor):
-    """Base of word-level extractive compressors (see module doc).
+@dataclass(frozen=True)
+class Units(Settings):
+    """What the template keeps or drops together (a bare string sets ``kind``).
 
-    Parameters (shared by subclasses):
-        budget: rate in (0, 1] or an int token budget.
-        allocation: ``global`` ranks all words together; ``per_passage`` gives each
-            passage its share of the budget (proportional to its length); ``rank`` weights
-            passage ``i`` (in retrieval order) by ``length * rank_decay**i``, so the
-            best-ranked passages keep more of their text (LongLLMLingua's rank-dependent
-            ratio without reading the query; a passage whose share exceeds it stays whole).
-        rank_decay: in [0, 1], only with ``allocation="rank"`` (default 0.5); 1 is
-            ``per_passage``, 0 fills passages strictly in rank order.
-        min_share: with ``per_passage`` or ``rank``, a passage whose share would be below
-            this many tokens (and below its length) is dropped and its tokens go to the
-            others (default 0: off). Avoids stray words kept from last-ranked passages.
-        force_keep: words always kept when present (e.g. ``("?", "\\n")``), budget allowing.
-        tolerance: the achieved size is within this fraction below the target.
-        unit: ``word`` (LLMLingua-2: each word on its own score) or ``clause`` (each word
+    Parameters:
+        kind: ``word`` (LLMLingua-2: each word on its own score) or ``clause`` (each word
             scored by its clause's mean, so whole clauses are kept; ties keep a clause's
             first words, so a clause cut at the budget edge keeps its beginning).
-        clause_words: the longest clause, in words, for ``unit="clause"``.
+        clause_words: the longest clause, in words, for ``clause``.
         attach_punctuation: keep each punctuation mark exactly when its word is kept (a
             closing mark goes with the word before it, an opening bracket or quote with the
             word after it), so kept text keeps its commas and full stops without spending
@@ -158,40 +148,64 @@ class TokenScoringCompressor(Compressor):
             like any other word).
     """
 
-    budget: float | int = 0.5
-    allocation: Allocation = "global"
-    force_keep: tuple[str, ...] = ()
-    tolerance: float = 0.02
-    unit: Unit = "word"
+    shorthand: ClassVar[str] = "kind"
+    flat_keys: ClassVar[dict[str, str]] = {
+        "clause_words": "clause_words",
+        "attach_punctuation": "attach_punctuation",
+    }
+    kind: Unit = "word"
     clause_words: int = 12
-    rank_decay: float | None = None
     attach_punctuation: bool = False
-    min_share: int = 0
 
     def __post_init__(self) -> None:
-        from ragc.errors import InvalidArgumentError
+        check_choice("unit", self.kind, ("word", "clause"))
+        check_int("clause_words", self.clause_words, minimum=1)
+        check_bool("attach_punctuation", self.attach_punctuation)
 
+    def regroup(self, words: Words, scores: np.ndarray) -> np.ndarray:
+        """Word scores with this unit applied: clause means, then punctuation attached."""
+        out = np.asarray(scores, dtype=np.float64)
+        if self.kind == "clause":
+            out = clause_scores(words, out, self.clause_words)
+        if self.attach_punctuation:
+            out = attached_scores(words, out)
+        return out
+
+
+@dataclass
+class TokenScoringCompressor(Compressor):
+    """Base of word-level extractive compressors (see module doc).
+
+    Parameters (shared by subclasses):
+        budget: rate in (0, 1] or an int token budget.
+        allocation: how the budget is split (:class:`~ragc.compressors.allocation.Allocation`):
+            ``global`` (default) ranks all words together; ``per_passage`` gives each passage
+            its share of the budget (proportional to its length); ``rank`` weights passage
+            ``i`` (in retrieval order) by ``length * rank_decay**i``, so the best-ranked
+            passages keep more of their text (LongLLMLingua's rank-dependent ratio without
+            reading the query).
+        unit: what is kept together (:class:`Units`): ``word`` or ``clause``, with
+            ``clause_words`` and ``attach_punctuation``.
+        force_keep: words always kept when present (e.g. ``("?", "\\n")``), budget allowing.
+        tolerance: the achieved size is within this fraction below the target.
+    """
+
+    settings: ClassVar[dict[str, type[Settings]]] = {"allocation": Allocation, "unit": Units}
+    budget: float | int = 0.5
+    allocation: Allocation | str | dict[str, Any] = "global"
+    unit: Units | str | dict[str, Any] = "word"
+    force_keep: tuple[str, ...] = ()
+    tolerance: float = 0.02
+    _allocation: Allocation = field(init=False, repr=False, compare=False)
+    _unit: Units = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
         Budget.parse(self.budget)
-        if self.allocation not in ("global", "per_passage", "rank"):
-            raise InvalidArgumentError(
-                f"allocation must be 'global', 'per_passage' or 'rank', got {self.allocation!r}."
-            )
-        rank_decay_for(self.allocation, self.rank_decay)
-        if check_min_share(self.min_share) and self.allocation == "global":
-            raise InvalidArgumentError(
-                "min_share only applies to allocation='per_passage' or 'rank' (got 'global')."
-            )
-        if not 0 <= self.tolerance < 1:
-            raise InvalidArgumentError(f"tolerance must be in [0, 1), got {self.tolerance}.")
-        if self.unit not in ("word", "clause"):
-            raise InvalidArgumentError(f"unit must be 'word' or 'clause', got {self.unit!r}.")
-        cw = self.clause_words
-        if isinstance(cw, bool) or not isinstance(cw, int) or cw < 1:
-            raise InvalidArgumentError(f"clause_words must be a positive integer, got {self.clause_words!r}.")
-        if not isinstance(self.attach_punctuation, bool):
-            raise InvalidArgumentError(
-                f"attach_punctuation must be true or false, got {self.attach_punctuation!r}."
-            )
+        self._allocation = Allocation.parse(self.allocation)
+        self._unit = Units.parse(self.unit)
+        check_number("tolerance", self.tolerance, minimum=0, maximum=0.99)
+        if isinstance(self.force_keep, str) or not all(isinstance(w, str) for w in self.force_keep):
+            raise InvalidArgumentError(f"force_keep must be a list of words, got {self.force_keep!r}.")
         self.force_keep = tuple(self.force_keep)
 
     @abstractmethod
@@ -208,18 +222,12 @@ class TokenScoringCompressor(Compressor):
             for s in passages
             for sp in [word_spans(s.passage.text)]
         ]
-        scores = self.score_words(query, passages, words)
-        if self.unit == "clause":
-            scores = [clause_scores(w, np.asarray(sc, dtype=np.float64), self.clause_words)
-                      for w, sc in zip(words, scores)]
-        if self.attach_punctuation:
-            scores = [attached_scores(w, np.asarray(sc, dtype=np.float64)) for w, sc in zip(words, scores)]
+        scores = [self._unit.regroup(w, sc) for w, sc in zip(words, self.score_words(query, passages, words))]
         target = budget.target(identity.source_tokens)
-        if self.allocation == "global":
+        if self._allocation.mode == "global":
             keeps = self._select(words, scores, target)
         else:
-            decay = rank_decay_for(self.allocation, self.rank_decay)
-            shares = allocate(target, [seg.tokens for seg in identity.segments], decay, self.min_share)
+            shares = self._allocation.split(target, [seg.tokens for seg in identity.segments])
             keeps = [self._select([w], [s], t)[0] for w, s, t in zip(words, scores, shares)]
         segs = self._segments(passages, words, keeps)
         return CompressedContext(tuple(segs), identity.source_tokens, sum(s.tokens for s in segs), self.name)

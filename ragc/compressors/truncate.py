@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from ragc.compressors.base import Compressor, allocate, check_min_share, rank_decay_for
+from ragc.compressors.allocation import Allocation
+from ragc.compressors.base import Compressor
 from ragc.errors import InvalidArgumentError
+from ragc.settings import Settings
 from ragc.types import Budget, CompressedContext, Scored, TextSegment
 
 
@@ -16,35 +18,30 @@ class TruncateCompressor(Compressor):
 
     A naive, query-blind baseline. Parameters:
         budget: rate in (0, 1] or an int token budget for the whole context.
-        allocation: ``per_passage`` splits the budget in proportion to passage length;
-            ``rank`` weights passage ``i`` (retrieval order) by ``length * rank_decay**i``
-            (see :func:`ragc.compressors.base.allocate`).
-        rank_decay: in [0, 1], only with ``allocation="rank"`` (default 0.5).
-        min_share: a passage whose share would be below this many tokens (and below its
-            length) is dropped and its tokens go to the others (default 0: off).
+        allocation: how the budget is split over passages (:class:`Allocation`):
+            ``per_passage`` (default, in proportion to length) or ``rank`` (better-ranked
+            passages keep more), with its ``rank_decay`` and ``min_share``.
     """
 
     name: ClassVar[str] = "truncate"
+    settings: ClassVar[dict[str, type[Settings]]] = {"allocation": Allocation}
     budget: float | int = 0.5
-    allocation: Literal["per_passage", "rank"] = "per_passage"
-    rank_decay: float | None = None
-    min_share: int = 0
+    allocation: Allocation | str | dict[str, Any] = "per_passage"
+    _allocation: Allocation = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         Budget.parse(self.budget)
-        if self.allocation not in ("per_passage", "rank"):
+        self._allocation = Allocation.parse(self.allocation)
+        if self._allocation.mode == "global":
             raise InvalidArgumentError(
-                f"allocation must be 'per_passage' or 'rank', got {self.allocation!r}."
+                "allocation must be 'per_passage' or 'rank' for truncate, got 'global'."
             )
-        rank_decay_for(self.allocation, self.rank_decay)
-        check_min_share(self.min_share)
 
     def _compress(
         self, query: str | None, passages: list[Scored], budget: Budget, identity: CompressedContext
     ) -> CompressedContext:
         counts = [seg.tokens for seg in identity.segments]
-        decay = rank_decay_for(self.allocation, self.rank_decay)
-        shares = allocate(budget.target(identity.source_tokens), counts, decay, self.min_share)
+        shares = self._allocation.split(budget.target(identity.source_tokens), counts)
         segs: list[TextSegment] = []
         for s, n in zip(passages, shares):
             if n <= 0:

@@ -12,7 +12,8 @@ Document embeddings are the retriever's own (MiniLM, L2-normalised, the text a d
 retriever indexes) and go through the :class:`~ragc.cache.SegmentCache`, so a document
 is encoded once however many questions retrieve it.
 
-Artefact (a folder; ``weights="packaged"`` is ``ragc/data/xrag/<decoder>/``):
+Artefact (a folder; ``weights="packaged"`` is ``ragc/data/xrag/<decoder>/``, saved and read
+through :mod:`ragc.artefacts`):
 
 - ``config.json``: ``format`` (``"ragc-xrag/2"``), ``encoder`` and ``encoder_dim``,
   ``encoder_fingerprint``, ``decoder``, ``decoder_hidden_size``, ``decoder_vocab_size``,
@@ -26,17 +27,28 @@ raises :class:`ProjectorMismatchError` on any difference.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
-from ragc.compressors.artefacts import CONFIG_FILE, WEIGHTS_FILE, artefact_dir
-from ragc.compressors.base import Compressor, Output
+from ragc.artefacts import (
+    WEIGHTS_FILE,
+    artefact_dir,
+    checked_fingerprint,
+    fingerprint,
+    read_config,
+    read_weights,
+    save_artefact,
+    shared,
+    stamp,
+)
+from ragc.compressors.base import CacheMode, Compressor, FullBudget, Output, cache_mode
+from ragc.device import Placement
 from ragc.errors import InvalidArgumentError, ModelIntegrityError
-from ragc.types import Budget, CompressedContext, Scored, SoftSegment, TextSegment
+from ragc.settings import Settings
+from ragc.types import Budget, CompressedContext, Scored, SoftSegment, TextSegment, indexed_text
+from ragc.validate import check_int, check_text
 
 FORMAT = "ragc-xrag/2"
 FORMATS = ("ragc-xrag/1", FORMAT)  # /1: no output_norm (the MLP's raw output)
@@ -94,26 +106,8 @@ def embedding_norm(lm: Any) -> float:
 
 
 def encoder_fingerprint(model: Any) -> str:
-    """Hash of an encoder's token-embedding matrix (shape + a strided bf16 sample).
-
-    The sample is rounded to bf16, so the encoder loaded in fp32 or bf16 gives the same
-    fingerprint, while another checkpoint does not.
-    """
-    import torch
-
-    weight = _word_embeddings(model).detach()
-    flat = weight.reshape(-1)
-    sample = flat[:: max(1, flat.numel() // 4096)].to(torch.bfloat16).float().cpu()
-    h = hashlib.sha256(f"{tuple(weight.shape)}".encode())
-    h.update(sample.numpy().tobytes())
-    return h.hexdigest()[:32]
-
-
-def _word_embeddings(model: Any) -> Any:
-    inner = (
-        model[0].auto_model if hasattr(model, "__getitem__") and hasattr(model[0], "auto_model") else model
-    )
-    return inner.get_input_embeddings().weight
+    """The :func:`ragc.artefacts.fingerprint` of a retriever encoder's weights (dtype-independent)."""
+    return fingerprint(model.state_dict())
 
 
 def decoder_shape(decoder: str) -> tuple[int, int]:
@@ -139,10 +133,11 @@ def check_artefact(meta: dict[str, Any], *, encoder: str, encoder_fp: str, decod
             f"pipeline's decoder is {decoder!r}. Use weights='packaged' (one projector per packaged "
             f"decoder) or train one with `ragc train xrag --decoder {decoder}`."
         )
-    if meta["encoder"] != encoder or meta["encoder_fingerprint"] != encoder_fp:
+    expected = checked_fingerprint(meta, "encoder_fingerprint")
+    if meta["encoder"] != encoder or (expected is not None and expected != encoder_fp):
         raise ProjectorMismatchError(
             f"The xRAG projector in {where} was trained on retriever embeddings of "
-            f"{meta['encoder']!r} (fingerprint {meta['encoder_fingerprint']}), but the encoder is "
+            f"{meta['encoder']!r} (fingerprint {expected}), but the encoder is "
             f"{encoder!r} (fingerprint {encoder_fp}). Projectors are tied to one retriever."
         )
     hidden, vocab = decoder_shape(decoder)
@@ -155,30 +150,18 @@ def check_artefact(meta: dict[str, Any], *, encoder: str, encoder_fp: str, decod
 
 
 def save_projector(projector: Any, meta: dict[str, Any], out_dir: str | Path) -> Path:
-    """Write ``config.json`` + fp16 ``weights.safetensors`` (atomic per file)."""
-    import torch
-    from safetensors.torch import save_file
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in projector.state_dict().items()}
-    tmp = out / f".{WEIGHTS_FILE}.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(out / WEIGHTS_FILE)
-    (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    return out
+    """Write the projector artefact (fp16 weights, then the config)."""
+    return save_artefact(out_dir, meta, projector.state_dict())
 
 
 def load_projector(folder: Path) -> tuple[Any, dict[str, Any]]:
     """``(fp32 projector in eval mode, meta)`` from an artefact folder."""
-    from safetensors.torch import load_file
-
-    meta = json.loads((folder / CONFIG_FILE).read_text("utf-8"))
+    meta = read_config(folder, FORMATS, ProjectorMismatchError)
     norm = meta.get("output_norm") if meta.get("format") == FORMAT else None
     proj = new_projector(
         int(meta["encoder_dim"]), int(meta["decoder_hidden_size"]), int(meta.get("depth", 2)), norm
     )
-    state = {k: v.float() for k, v in load_file(str(folder / WEIGHTS_FILE)).items()}
+    state = {k: v.float() for k, v in read_weights(folder).items()}
     try:
         proj.load_state_dict(state)
     except RuntimeError as e:
@@ -187,16 +170,8 @@ def load_projector(folder: Path) -> tuple[Any, dict[str, Any]]:
 
 
 def document_text(s: Scored) -> str:
-    """The text a dense retriever embeds for a passage (title, newline, text)."""
-    p = s.passage
-    return f"{p.title}\n{p.text}" if p.title else p.text
-
-
-@functools.cache
-def _encoder(name: str, device: str, dtype: str) -> Any:
-    from ragc.models import load_sentence_encoder
-
-    return load_sentence_encoder(name, device, dtype)
+    """The text a dense retriever embeds for a passage (:func:`ragc.types.indexed_text`)."""
+    return indexed_text(s.passage)
 
 
 @dataclass(eq=False)
@@ -212,57 +187,53 @@ class XRAGCompressor(Compressor):
         encoder: the retriever encoder whose embeddings the projector reads.
         keep_text: the best ``keep_text`` documents stay verbatim text (mixing xRAG tokens
             with text); the rest become one token each.
-        device / dtype: where the encoder and projector run (``None`` = run-time default).
-        cache: reuse document embeddings through the segment cache.
-        cache_dir: segment cache directory (default ``$RAGC_CACHE/segments``).
+        placement: where the encoder and projector run (default: the pipeline's).
+        cache: ``on`` (default) reuses document embeddings through the segment cache,
+            ``off`` encodes every time, ``refresh`` encodes and overwrites.
     """
 
     name: ClassVar[str] = "xrag"
     output: ClassVar[Output] = "soft"
+    at_full_budget: ClassVar[FullBudget] = "compress"
+    settings: ClassVar[dict[str, type[Settings]]] = {"placement": Placement}
     budget: float | int = 1.0
     weights: str = "packaged"
     encoder: str = "minilm"
     keep_text: int = 0
-    device: str | None = None
-    dtype: str = "auto"
-    cache: bool = True
-    cache_dir: str | None = None
-    _state: Any = field(default=None, init=False, repr=False)
+    placement: Placement | dict[str, Any] | str | None = None
+    cache: CacheMode | bool = "on"
 
     def __post_init__(self) -> None:
         Budget.parse(self.budget)
-        if not isinstance(self.weights, str) or not self.weights:
-            raise InvalidArgumentError("weights must be 'packaged' or a folder path.")
-        if isinstance(self.keep_text, bool) or not isinstance(self.keep_text, int) or self.keep_text < 0:
-            raise InvalidArgumentError(f"keep_text must be an integer >= 0, got {self.keep_text!r}.")
+        check_text("weights", self.weights)
+        check_text("encoder", self.encoder)
+        check_int("keep_text", self.keep_text, minimum=0)
+        Placement.parse(self.placement)
+        self.cache = cache_mode(self.cache)
 
     # -- loading ------------------------------------------------------------------
-    def _device(self) -> str:
-        from ragc.device import default_device
-
-        return self.device or default_device()
-
     def prepare(self) -> None:
-        self._load()
+        self._projector()
 
-    def _load(self) -> Any:
+    def _encoder(self) -> Any:
+        from ragc.models import load_sentence_encoder
+
+        where = self.where
+        return load_sentence_encoder(self.encoder, where.device, where.dtype)
+
+    def _projector(self) -> tuple[Any, dict[str, Any]]:
+        """The projector for the bound decoder (checked against it and the encoder), shared."""
         decoder = self.counter.model_id
-        if self._state is not None and self._state[0] == decoder:
-            return self._state
-        from ragc.cache import SegmentCache
-        from ragc.device import resolve_dtype
+        folder = artefact_dir("xrag", self.weights, "xRAG projector", decoder).resolve()
+        device = self.where.device
 
-        folder = artefact_dir("xrag", self.weights, decoder, "xRAG projector")
-        device = self._device()
-        dtype_name = str(resolve_dtype(self.dtype, device)).removeprefix("torch.")
-        enc = _encoder(self.encoder, device, dtype_name)
-        proj, meta = load_projector(folder)
-        check_artefact(
-            meta, encoder=self.encoder, encoder_fp=encoder_fingerprint(enc), decoder=decoder, where=folder
-        )
-        cache = SegmentCache(self.cache_dir, enabled=self.cache)
-        self._state = (decoder, enc, proj.to(device), meta, cache)
-        return self._state
+        def load() -> tuple[Any, dict[str, Any]]:
+            proj, meta = load_projector(folder)
+            fp = encoder_fingerprint(self._encoder())
+            check_artefact(meta, encoder=self.encoder, encoder_fp=fp, decoder=decoder, where=folder)
+            return proj.to(device), meta
+
+        return shared(("xrag_projector", str(folder), stamp(folder), decoder, self.encoder, device), load)
 
     # -- compression --------------------------------------------------------------
     def embed_documents(self, texts: Sequence[str]) -> Any:
@@ -271,43 +242,34 @@ class XRAGCompressor(Compressor):
 
         from ragc.cache import segment_key
 
-        _, enc, _, _, cache = self._load()
         keys = [segment_key(t, "xrag-embed", {"normalize": True}, {"encoder": self.encoder}) for t in texts]
 
         def compute(missing: list[int]) -> list[dict[str, Any]]:
-            emb = enc.encode([texts[i] for i in missing], batch_size=32, convert_to_tensor=True)
+            emb = self._encoder().encode([texts[i] for i in missing], batch_size=32, convert_to_tensor=True)
             emb = torch.nn.functional.normalize(emb.float(), dim=-1).cpu()
             return [{"embedding": e} for e in emb]
 
-        rows = cache.get_or_compute_many(keys, compute)
+        rows = self._through_cache(cast(CacheMode, self.cache), keys, compute)
         return torch.stack([r["embedding"] for r in rows])
 
     def project(self, embeddings: Any) -> Any:
         """``(n, d_model)`` soft tokens for ``(n, d_in)`` retriever embeddings."""
         import torch
 
-        _, _, proj, _, _ = self._load()
+        proj, _ = self._projector()
         with torch.inference_mode():
             return proj(embeddings.to(next(proj.parameters()).device)).float().cpu()
 
-    def compress(
-        self,
-        query: str | None,
-        passages: Sequence[Scored],
-        budget: Budget | float | int | None = None,
+    def _compress(
+        self, query: str | None, passages: list[Scored], budget: Budget, identity: CompressedContext
     ) -> CompressedContext:
-        b = Budget.parse(self.budget if budget is None else budget)
-        docs = [s for s in passages if s.passage.text.strip()]  # an empty document carries nothing
-        counts = self.counter.count_batch([s.passage.text for s in passages])
-        source = sum(counts)
-        if not docs:
-            return CompressedContext((), source, 0, self.name)
-        target = b.target(source)
-        tokens_of = {id(s): n for s, n in zip(passages, counts)}
+        target = budget.target(identity.source_tokens)
+        tokens_of = {id(s): seg.tokens for s, seg in zip(passages, identity.segments)}
         # The best keep_text documents stay text while they fit; each other one costs 1 token.
+        # An empty document carries nothing and is left out.
         plan: list[tuple[Scored, bool]] = []
         used = 0
-        for i, s in enumerate(docs):
+        for i, s in enumerate(p for p in passages if p.passage.text.strip()):
             if i < self.keep_text and used + tokens_of[id(s)] <= target:
                 plan.append((s, True))
                 used += tokens_of[id(s)]
@@ -329,9 +291,4 @@ class XRAGCompressor(Compressor):
                 assert vectors is not None
                 segments.append(SoftSegment((p.id,), vectors[j : j + 1], decoder))
                 j += 1
-        return CompressedContext(tuple(segments), source, used, self.name)
-
-    def _compress(
-        self, query: str | None, passages: list[Scored], budget: Budget, identity: CompressedContext
-    ) -> CompressedContext:  # pragma: no cover - compress() is overridden
-        raise NotImplementedError
+        return CompressedContext(tuple(segments), identity.source_tokens, used, self.name)

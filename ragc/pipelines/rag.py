@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,10 +9,12 @@ from typing import Any
 
 from ragc.compressors.base import Compressor
 from ragc.config import PipelineConfig
-from ragc.decoder import HFDecoder
+from ragc.decoders.base import Decoder, Generation
+from ragc.device import Placement
 from ragc.errors import InvalidArgumentError, NotIndexedError
 from ragc.retrievers.base import Retriever, check_k, check_query
 from ragc.types import Answer, CompressedContext, Passage, Scored, Timings
+from ragc.validate import check_int
 
 
 class Pipeline:
@@ -22,8 +23,14 @@ class Pipeline:
     Parameters:
         retriever: any :class:`Retriever`, or ``None`` for closed-book answering.
         compressor: any :class:`Compressor` (its tokenizer is bound to the decoder's).
-        decoder: an :class:`HFDecoder` (or anything with its ``generate_batch`` API).
+        decoder: any :class:`~ragc.decoders.base.Decoder` (``HFDecoder``).
         k: passages retrieved per query.
+        config: the config the pipeline was built from (recorded by evaluation runs).
+        kv_policy: how the decoder attends over its KV cache (:mod:`ragc.kv`); ``None`` is
+            full attention (the ``dense`` policy).
+        placement: where every component's model runs, unless a component sets its own.
+        segment_cache: the :class:`~ragc.cache.SegmentCache` compressors store reusable
+            results in (default: the process-wide one under ``$RAGC_CACHE/segments``).
 
     Example::
 
@@ -36,15 +43,26 @@ class Pipeline:
         self,
         retriever: Retriever | None,
         compressor: Compressor,
-        decoder: HFDecoder,
+        decoder: Decoder,
         k: int = 5,
         config: dict[str, Any] | None = None,
+        *,
+        kv_policy: Any = None,
+        placement: Placement | None = None,
+        segment_cache: Any = None,
     ) -> None:
         self.retriever = retriever
         self.compressor = compressor
         self.decoder = decoder
         self.k = check_k(k)
         self.config = config or {}
+        self.kv_policy = kv_policy
+        self.placement = placement or Placement()
+        for part in (retriever, compressor, decoder):
+            if part is not None and hasattr(part, "place"):
+                part.place(self.placement)
+        if segment_cache is not None:
+            compressor.use_cache(segment_cache)
         self._bound = False
 
     @classmethod
@@ -52,7 +70,21 @@ class Pipeline:
         """Build from a config dict, a YAML file or a :class:`PipelineConfig`."""
         cfg = PipelineConfig.load(source)
         retriever = cfg.retriever.build() if cfg.retriever else None
-        return cls(retriever, cfg.compressor.build(), cfg.decoder.build(), cfg.k, cfg.to_dict())
+        cache = None
+        if cfg.segment_cache is not None:
+            from ragc.cache import SegmentCache
+
+            cache = SegmentCache(**cfg.segment_cache)
+        return cls(
+            retriever,
+            cfg.compressor.build(),
+            cfg.decoder.build(),
+            cfg.k,
+            cfg.to_dict(),
+            kv_policy=cfg.kv_policy.build() if cfg.kv_policy else None,
+            placement=Placement.parse(cfg.placement),
+            segment_cache=cache,
+        )
 
     # -- retrieval ----------------------------------------------------------------
     def index(self, passages: Sequence[Passage]) -> None:
@@ -84,7 +116,7 @@ class Pipeline:
         return self.compressor.compress(query, list(retrieved))
 
     def _bind(self) -> None:
-        # Loading the tokenizer is a one-off cost; keep it out of the timed compress step.
+        # Loading the tokenizer and models is a one-off cost; keep it out of the timed compress step.
         if not self._bound:
             self.compressor.bind(self.decoder.token_counter)
             self.compressor.prepare()
@@ -100,8 +132,7 @@ class Pipeline:
 
     def ask_batch(self, queries: Sequence[str], k: int | None = None, batch_size: int = 4) -> list[Answer]:
         """Answer several queries: one retrieval batch, decoder batches of ``batch_size``."""
-        if batch_size <= 0:
-            raise InvalidArgumentError(f"batch_size must be > 0, got {batch_size}.")
+        check_int("batch_size", batch_size, minimum=1)
         start = time.perf_counter()
         retrieved = self.retrieve_batch(queries, k)
         per_query = (time.perf_counter() - start) / max(1, len(queries))
@@ -124,12 +155,26 @@ class Pipeline:
             start = time.perf_counter()
             contexts.append(self.compress(q, r))
             compress_s.append(time.perf_counter() - start)
-        raw = self.decoder.generate_batch(queries, contexts)
+        generations = self.decoder.generate_batch(queries, contexts, kv_policy=self.kv_policy)
         return [
-            dataclasses.replace(
-                a,
-                passages=tuple(r),
-                timings=Timings(rs, cs, a.timings.prefill, a.timings.decode),
-            )
-            for a, r, rs, cs in zip(raw, retrieved, retrieve_s, compress_s)
+            build_answer(q, g, r, c, Timings(rs, cs, g.prefill_s, g.decode_s))
+            for q, g, r, c, rs, cs in zip(queries, generations, retrieved, contexts, retrieve_s, compress_s)
         ]
+
+
+def build_answer(
+    query: str, g: Generation, passages: Sequence[Scored], context: CompressedContext | None, timings: Timings
+) -> Answer:
+    """The :class:`Answer` for one query from what each stage produced."""
+    return Answer(
+        query=query,
+        text=g.text,
+        passages=tuple(passages),
+        context=context if context is not None else CompressedContext.empty(),
+        timings=timings,
+        prompt_tokens=g.prompt_tokens,
+        generated_tokens=g.generated_tokens,
+        peak_memory_mb=g.peak_memory_mb,
+        truncated_tokens=g.truncated_tokens,
+        warnings=g.warnings,
+    )

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ragc.device import Placed
 from ragc.errors import (
     EmptyCorpusError,
     EmptyQueryError,
@@ -30,6 +31,7 @@ from ragc.errors import (
     InvalidArgumentError,
     NotIndexedError,
 )
+from ragc.io import write_atomic, write_json
 from ragc.types import Passage, Scored
 
 MANIFEST = "manifest.json"
@@ -61,10 +63,8 @@ def check_passages(passages: Sequence[Passage]) -> list[Passage]:
 
 
 def write_passages(path: Path, passages: Sequence[Passage]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for p in passages:
-            row = {"id": p.id, "text": p.text, "title": p.title, "metadata": p.metadata}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    rows = ({"id": p.id, "text": p.text, "title": p.title, "metadata": p.metadata} for p in passages)
+    write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def read_passages(path: Path) -> list[Passage]:
@@ -87,13 +87,22 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise IndexNotFoundError(f"Index manifest {path} is unreadable ({e}); rebuild the index.") from e
 
 
-class Retriever(ABC):
+class Retriever(Placed, ABC):
     """Base class: subclasses implement ``_index``, ``_search`` and the payload I/O."""
 
     name: ClassVar[str] = "retriever"
 
     def __init__(self) -> None:
         self._passages: list[Passage] = []
+
+    def parts(self) -> Sequence[Retriever]:
+        """The retrievers a fusion runs (none for a method)."""
+        return ()
+
+    def place(self, placement: Any) -> None:
+        super().place(placement)
+        for c in self.parts():
+            c.place(placement)
 
     # -- public API -------------------------------------------------------------
     @property
@@ -142,7 +151,7 @@ class Retriever(ABC):
             "num_passages": len(self._passages),
             **self._manifest_extra(),
         }
-        (d / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        write_json(d / MANIFEST, manifest, sort_keys=False)  # last: a manifest means a whole index
 
     def load(self, directory: str | Path) -> None:
         """Load an index written by :meth:`save`, checking it matches this retriever."""

@@ -20,7 +20,8 @@ from ragc.errors import (
     MissingDependencyError,
 )
 from ragc.retrievers.base import Retriever
-from ragc.types import Passage
+from ragc.types import Passage, indexed_text
+from ragc.validate import check_number
 
 Method = Literal["robertson", "lucene", "atire", "bm25l", "bm25+"]
 _METHODS = ("robertson", "lucene", "atire", "bm25l", "bm25+")
@@ -37,11 +38,6 @@ _LANGUAGES: dict[str, str | None] = {
 PARAMS_FILE = "params.index.json"
 # Dense (queries x documents) score blocks are kept under this many float32 cells.
 _MAX_BLOCK_CELLS = 1 << 24
-
-
-def passage_text(p: Passage) -> str:
-    """The text a retriever indexes: the title (when there is one) then the passage."""
-    return f"{p.title}\n{p.text}" if p.title else p.text
 
 
 @dataclass(eq=False)
@@ -68,10 +64,8 @@ class BM25Retriever(Retriever):
 
     def __post_init__(self) -> None:
         Retriever.__init__(self)
-        if isinstance(self.k1, bool) or not isinstance(self.k1, (int, float)) or not self.k1 > 0:
-            raise InvalidArgumentError(f"k1 must be a number > 0, got {self.k1!r}.")
-        if isinstance(self.b, bool) or not isinstance(self.b, (int, float)) or not 0 <= self.b <= 1:
-            raise InvalidArgumentError(f"b must be a number in [0, 1], got {self.b!r}.")
+        check_number("k1", self.k1, above=0)
+        check_number("b", self.b, minimum=0, maximum=1)
         if self.method not in _METHODS:
             raise InvalidArgumentError(f"method must be one of {', '.join(_METHODS)}, got {self.method!r}.")
         if self.stopwords is not None and self.stopwords not in _LANGUAGES:
@@ -115,7 +109,7 @@ class BM25Retriever(Retriever):
         import bm25s
 
         tokens = bm25s.tokenize(
-            [passage_text(p) for p in passages],
+            [indexed_text(p) for p in passages],
             stopwords=self._stopword_list(),
             stemmer=self._stemmer(),
             show_progress=False,

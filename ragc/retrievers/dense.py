@@ -14,14 +14,18 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from ragc.device import Placement
 from ragc.errors import (
     IndexMismatchError,
     IndexNotFoundError,
     InvalidArgumentError,
     MissingDependencyError,
 )
+from ragc.io import write_with
 from ragc.retrievers.base import Retriever, read_manifest
-from ragc.types import Passage
+from ragc.settings import Settings
+from ragc.types import Passage, indexed_text
+from ragc.validate import check_bool, check_int
 
 try:
     import faiss
@@ -34,7 +38,6 @@ HAS_FAISS_GPU = bool(HAS_FAISS and hasattr(faiss, "StandardGpuResources") and fa
 INDEX_FILE = "index.faiss"
 IndexType = Literal["flat", "hnsw", "ivf"]
 _INDEX_TYPES = ("flat", "hnsw", "ivf")
-_DTYPES = ("auto", "float32", "bfloat16", "float16")
 # faiss warns below 39 training points per IVF centroid (its k-means minimum).
 _IVF_POINTS_PER_LIST = 39
 
@@ -49,11 +52,6 @@ def require_faiss() -> Any:
             "`pip install ragc[cpu]` (faiss-cpu) or `pip install ragc[gpu]` (faiss-gpu)."
         )
     return faiss
-
-
-def passage_text(p: Passage) -> str:
-    """The text a retriever indexes: the title (when there is one) then the passage."""
-    return f"{p.title}\n{p.text}" if p.title else p.text
 
 
 def auto_nlist(n: int) -> int:
@@ -74,13 +72,13 @@ class DenseRetriever(Retriever):
         nlist: IVF list count; 0 = auto (~4*sqrt(n), at most n // 39).
         nprobe: IVF lists scanned per query (``ivf`` only).
         batch_size: encoder batch size.
-        device: torch device of the encoder; ``None`` = :func:`ragc.device.default_device`.
-        dtype: encoder dtype; ``"auto"`` = bf16 on GPUs and on CPUs with AMX/AVX512-BF16.
+        placement: where the encoder runs (default: the pipeline's; ``dtype: auto``).
         show_progress: show a progress bar while encoding the corpus.
         max_seq_length: truncate inputs to this many tokens (``None`` = the model's own limit).
     """
 
     name: ClassVar[str] = "dense"
+    settings: ClassVar[dict[str, type[Settings]]] = {"placement": Placement}
 
     model: str = "minilm"
     index_type: IndexType = "flat"
@@ -89,8 +87,7 @@ class DenseRetriever(Retriever):
     nlist: int = 0
     nprobe: int = 8
     batch_size: int = 64
-    device: str | None = None
-    dtype: str = "auto"
+    placement: Placement | dict[str, Any] | str | None = None
     show_progress: bool = True
     max_seq_length: int | None = None
 
@@ -103,13 +100,13 @@ class DenseRetriever(Retriever):
             raise InvalidArgumentError(
                 f"index_type must be one of {', '.join(_INDEX_TYPES)}, got {self.index_type!r}."
             )
-        if self.dtype not in _DTYPES:
-            raise InvalidArgumentError(f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}.")
+        Placement.parse(self.placement)
         for field_name in ("hnsw_m", "ef_search", "nprobe", "batch_size"):
-            _check_int(field_name, getattr(self, field_name), minimum=1)
-        _check_int("nlist", self.nlist, minimum=0)
+            check_int(field_name, getattr(self, field_name), minimum=1)
+        check_int("nlist", self.nlist, minimum=0)
+        check_bool("show_progress", self.show_progress)
         if self.max_seq_length is not None:
-            _check_int("max_seq_length", self.max_seq_length, minimum=1)
+            check_int("max_seq_length", self.max_seq_length, minimum=1)
         self._faiss_index: Any = None  # what is searched (on GPU when available)
         self._gpu_resources: Any = None  # must outlive the GPU index
         self._encoder: Any = None
@@ -140,7 +137,7 @@ class DenseRetriever(Retriever):
 
     def _index(self, passages: list[Passage]) -> None:
         fa = require_faiss()
-        vectors = self._encode([passage_text(p) for p in passages], queries=False)
+        vectors = self._encode([indexed_text(p) for p in passages], queries=False)
         index = self._build_index(fa, vectors)
         index.add(vectors)
         self._faiss_index = self._to_device(index)
@@ -166,7 +163,7 @@ class DenseRetriever(Retriever):
         index = self._faiss_index
         if self._gpu_resources is not None:
             index = fa.index_gpu_to_cpu(index)
-        fa.write_index(index, str(directory / INDEX_FILE))
+        write_with(directory / INDEX_FILE, lambda tmp: fa.write_index(index, str(tmp)))
 
     def _load_payload(self, directory: Path, passages: list[Passage]) -> None:
         fa = require_faiss()
@@ -193,12 +190,10 @@ class DenseRetriever(Retriever):
     def encoder(self) -> Any:
         """The sentence-transformers model (loaded on first use, shared process-wide)."""
         if self._encoder is None:
-            from ragc.device import resolve_dtype
             from ragc.models import load_sentence_encoder
 
-            device = self._device()
-            dtype_name = str(resolve_dtype(self.dtype, device)).removeprefix("torch.")
-            self._encoder = load_sentence_encoder(self.model, device, dtype_name)
+            where = self.where
+            self._encoder = load_sentence_encoder(self.model, where.device, where.dtype)
         return self._encoder
 
     def _encode(self, texts: list[str], *, queries: bool) -> np.ndarray:
@@ -217,13 +212,6 @@ class DenseRetriever(Retriever):
         vectors = np.ascontiguousarray(emb.float().cpu().numpy(), dtype=np.float32)
         require_faiss().normalize_L2(vectors)
         return vectors
-
-    def _device(self) -> str:
-        if self.device is not None:
-            return self.device
-        from ragc.device import default_device
-
-        return default_device()
 
     # -- FAISS --------------------------------------------------------------------
     def _build_index(self, fa: Any, vectors: np.ndarray) -> Any:
@@ -279,18 +267,13 @@ class DenseRetriever(Retriever):
 
     def _to_device(self, index: Any) -> Any:
         """Move ``index`` to the GPU when the encoder runs on CUDA and FAISS can."""
-        device = self._device()
+        device = self.where.device
         # FAISS has no GPU HNSW; flat and IVF move over unchanged.
         if not (HAS_FAISS_GPU and device.startswith("cuda") and self.index_type != "hnsw"):
             return index
         gpu_id = int(device.split(":", 1)[1]) if ":" in device else 0
         self._gpu_resources = faiss.StandardGpuResources()
         return faiss.index_cpu_to_gpu(self._gpu_resources, gpu_id, index)
-
-
-def _check_int(name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgumentError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
 
 def _read_dimension(directory: Path) -> int | None:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ragc.errors import ConfigError, IndexMismatchError, InvalidArgumentError
+from ragc.config import build_component
+from ragc.errors import IndexMismatchError, InvalidArgumentError
 from ragc.retrievers.base import Retriever
 from ragc.types import Passage
+from ragc.validate import check_int, check_number
 
 
 def _default_children() -> list[Retriever | dict[str, Any]]:
@@ -47,15 +48,20 @@ class HybridRetriever(Retriever):
         Retriever.__init__(self)
         if not isinstance(self.retrievers, (list, tuple)) or not self.retrievers:
             raise InvalidArgumentError("retrievers must be a non-empty list of retrievers or configs.")
-        self._children: list[Retriever] = [_build(i, spec) for i, spec in enumerate(self.retrievers)]
+        self._children: list[Retriever] = [
+            build_component("retriever", spec, f"retrievers[{i}]") for i, spec in enumerate(self.retrievers)
+        ]
         self._weights = _check_weights(self.weights, len(self._children))
-        _check_int("rrf_k", self.rrf_k, minimum=0)
-        _check_int("depth", self.depth, minimum=1)
+        check_int("rrf_k", self.rrf_k, minimum=0)
+        check_int("depth", self.depth, minimum=1)
         self._positions: dict[str, int] = {}  # passage id -> corpus position
 
     @property
     def children(self) -> list[Retriever]:
         """The fused retrievers, built from :attr:`retrievers`, in order."""
+        return list(self._children)
+
+    def parts(self) -> list[Retriever]:
         return list(self._children)
 
     def config(self) -> dict[str, Any]:
@@ -132,36 +138,13 @@ def _subdir(i: int, child: Retriever) -> str:
     return f"{i}-{child.name}"
 
 
-def _build(i: int, spec: Retriever | Mapping[str, Any]) -> Retriever:
-    if isinstance(spec, Retriever):
-        return spec
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
-        raise ConfigError(
-            f"retrievers[{i}] must be a Retriever or a config dict with a 'name' key "
-            f"(e.g. {{'name': 'bm25'}}), got {spec!r}."
-        )
-    from ragc.registry import create
-
-    rest = {key: value for key, value in spec.items() if key != "name"}
-    child = create("retriever", spec["name"], **rest)
-    if not isinstance(child, Retriever):
-        raise ConfigError(f"retrievers[{i}]: {spec['name']!r} is not a Retriever.")
-    return child
-
-
-def _check_int(name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgumentError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-
-
 def _check_weights(weights: list[float] | None, n: int) -> tuple[float, ...]:
     if weights is None:
         return (1.0,) * n
     if not isinstance(weights, (list, tuple)) or len(weights) != n:
         raise InvalidArgumentError(f"weights must list one number per retriever ({n}), got {weights!r}.")
-    for w in weights:
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-            raise InvalidArgumentError(f"weights must be finite numbers >= 0, got {weights!r}.")
+    for i, w in enumerate(weights):
+        check_number(f"weights[{i}]", w, minimum=0)
     if not any(weights):
         raise InvalidArgumentError("At least one weight must be > 0; all weights are 0.")
     return tuple(float(w) for w in weights)

@@ -23,7 +23,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from ragc.compressors.llmlingua2 import (
+from ragc.compressors.tagger import (
     MAX_ARTEFACT_BYTES,
     Tagger,
     make_windows,

@@ -1,7 +1,7 @@
 """Shared pieces of soft-compressor training (xRAG, CompLLM).
 
 Both train a module that produces input embeddings for a frozen decoder, with prompts
-built exactly as at inference (:func:`ragc.decoding.build_prompt`), a cross-entropy on
+built exactly as at inference (:func:`ragc.decoders.prompt.build_prompt`), a cross-entropy on
 the target tokens and a KL self-distillation term against the same decoder reading the
 full text. Here: batch assembly with soft rows substituted (with gradients), the
 answer-position logits, the distillation loss, the learning-rate schedule, atomic
@@ -22,10 +22,10 @@ from ragc.types import CompressedContext
 
 def frozen_decoder(model: str, device: str | None) -> Any:
     """The ``HFDecoder`` for ``model`` on ``device`` (default: the best available), weights frozen."""
-    from ragc.decoder import HFDecoder
-    from ragc.device import default_device
+    from ragc.decoders.hf import HFDecoder
+    from ragc.device import Placement
 
-    dec = HFDecoder(model=model, device=device or default_device())
+    dec = HFDecoder(model=model, placement=Placement(device=device))
     for p in dec.lm.parameters():
         p.requires_grad_(False)
     return dec
@@ -56,7 +56,7 @@ class PromptHead:
     def __init__(self, dec: Any) -> None:
         import torch
 
-        from ragc.decoding import output_cache
+        from ragc.decoders.generate import output_cache
         from ragc.types import TextSegment
 
         probe = CompressedContext((TextSegment("head", "x", ((0, 1),), 1),), 1, 1)
@@ -148,7 +148,7 @@ def target_logits(
     """
     import torch
 
-    from ragc.decoding import accepts_logits_to_keep, cache_argument
+    from ragc.decoders.generate import accepts_logits_to_keep, cache_argument
 
     lo = min(starts) - 1 if accepts_logits_to_keep(lm) else 0
     extra: dict[str, Any] = {"logits_to_keep": int(embeds.shape[1]) - lo} if lo > 0 else {}

@@ -17,7 +17,7 @@ document's from the same batch. Without it the small decoders here learned one g
 token whatever the document (mean pairwise token cosine 0.985-0.996): reconstruction and
 QA losses fall just as well by teaching the decoder a paragraph prior.
 
-Every training prompt is built by :func:`ragc.decoding.build_prompt`, the function the
+Every training prompt is built by :func:`ragc.decoders.prompt.build_prompt`, the function the
 decoder uses at inference, so the projector is trained in exactly the position and
 template it is used in. Dev data is never touched. Runs are seed-reproducible (data
 order, initialisation), show progress with an ETA, and checkpoint every
@@ -122,7 +122,7 @@ class Example:
 
 def squad_examples(cfg: XRAGTrainConfig, tokenizer: Any) -> list[Example]:
     """Stage-1 then stage-2 examples from SQuAD **train**, deterministic in ``cfg.seed``."""
-    from ragc.eval.datasets import load_squad
+    from ragc.datasets import load_squad
 
     data = load_squad("train")
     rng = random.Random(cfg.seed)
@@ -143,7 +143,7 @@ def align_paragraphs(cfg: XRAGTrainConfig) -> list[Passage]:
     """``cfg.align_paragraphs`` extra SQuAD **train** paragraphs for stage 0 (seeded, own stream)."""
     if not cfg.align_paragraphs:
         return []
-    from ragc.eval.datasets import load_squad
+    from ragc.datasets import load_squad
 
     corpus = list(load_squad("train").corpus)
     return random.Random(f"{cfg.seed}:align-data").sample(corpus, min(cfg.align_paragraphs, len(corpus)))
@@ -159,7 +159,7 @@ class Trainer:
 
         self.cfg = cfg
         self.dec = frozen_decoder(cfg.decoder, device)
-        self.device, self.lm = self.dec.device, self.dec.lm
+        self.device, self.lm = self.dec.where.device, self.dec.lm
         self.head = PromptHead(self.dec)  # every training prompt starts with it
         self.encoder = load_sentence_encoder(cfg.encoder, self.device, "float32")
         dim = (
@@ -180,10 +180,10 @@ class Trainer:
 
     def start_from(self, weights: str) -> None:
         """Continue from a trained projector (``"packaged"`` or a folder) for the same pair."""
-        from ragc.compressors.artefacts import artefact_dir
+        from ragc.artefacts import artefact_dir
         from ragc.compressors.xrag import check_artefact, load_projector
 
-        folder = artefact_dir("xrag", weights, self.cfg.decoder, "xRAG projector")
+        folder = artefact_dir("xrag", weights, "xRAG projector", self.cfg.decoder)
         proj, meta = load_projector(folder)
         check_artefact(
             meta,

@@ -9,13 +9,15 @@ from typing import Any
 import pytest
 import torch
 
+from ragc.artefacts import packaged_dir
 from ragc.cache import SegmentCache
-from ragc.compressors.artefacts import packaged_dir
 from ragc.compressors.compllm import CompLLMCompressor, segment_plan
 from ragc.compressors.concept_encoder import CONFIG_FILE, CompLLMMismatchError, LoRA
 from ragc.errors import BudgetError, InvalidArgumentError, ModelNotFoundError
 from ragc.tokens import TokenCounter
 from ragc.types import Passage, Scored, SoftSegment
+
+CPU32 = {"device": "cpu", "dtype": "float32"}  # fp32 on the CPU: exact, reproducible numbers
 
 DOCS = [
     Passage(
@@ -81,9 +83,9 @@ def trained(tiny_decoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def bound(weights: Path, decoder: str, cache_dir: Path, **kw: object) -> CompLLMCompressor:
     from ragc.models import load_tokenizer
 
-    comp = CompLLMCompressor(weights=str(weights), device="cpu", dtype="float32", **kw)  # type: ignore[arg-type]
+    comp = CompLLMCompressor(weights=str(weights), placement=CPU32, **kw)  # type: ignore[arg-type]
     comp.bind(TokenCounter(load_tokenizer(decoder), decoder))
-    comp._store = SegmentCache(cache_dir)
+    comp.use_cache(SegmentCache(cache_dir))
     return comp
 
 
@@ -95,7 +97,7 @@ def test_training_writes_a_small_artefact(trained: tuple[Path, dict], tiny_decod
     meta = json.loads((out / CONFIG_FILE).read_text(), parse_constant=strict)
     assert record["final_gap"] is None  # no contrast term: nothing logged, not NaN
     assert meta["decoder"] == str(tiny_decoder_dir) and meta["hidden_size"] == 32
-    assert meta["segment_tokens"] == 20 and len(meta["fingerprint"]) == 16
+    assert meta["segment_tokens"] == 20 and len(meta["fingerprint"]) == 32
     assert record["steps"] == 4 and record["final_kl"] >= 0 and record["recon_final"] > 0
     assert meta["training"]["recon_steps"] == 2
     assert (out / "weights.safetensors").stat().st_size < 8 * 1024 * 1024
@@ -122,15 +124,15 @@ def test_segments_are_cached_and_reused(
 ) -> None:
     comp = bound(trained[0], str(tiny_decoder_dir), tmp_path)
     cold = comp.compress(None, scored(), 0.5)
-    n_segments = comp._store.stats.misses
-    assert n_segments >= 3 and comp._store.stats.hits == 0
+    n_segments = comp.segment_cache.stats.misses
+    assert n_segments >= 3 and comp.segment_cache.stats.hits == 0
     warm = comp.compress("another question", scored(), 0.5)  # compression is query-independent
-    assert comp._store.stats.hits == n_segments
+    assert comp.segment_cache.stats.hits == n_segments
     for a, b in zip(cold.segments, warm.segments):
         assert torch.equal(a.embeddings, b.embeddings)  # type: ignore[union-attr]
     # The same passage retrieved at another rank, or with others, reuses its segments.
     comp.compress(None, scored([DOCS[1]]), 0.5)
-    assert comp._store.stats.hits == n_segments + 1
+    assert comp.segment_cache.stats.hits == n_segments + 1
 
 
 def test_cached_equals_fresh(trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path) -> None:
@@ -149,16 +151,16 @@ def test_small_token_budget_drops_lowest_ranked_segments(
 
 
 def test_decoder_reads_concepts(trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path) -> None:
-    from ragc.decoder import HFDecoder
+    from ragc.decoders.hf import HFDecoder
 
     comp = bound(trained[0], str(tiny_decoder_dir), tmp_path)
     ctx = comp.compress(None, scored(), 0.25)
-    dec = HFDecoder(model=str(tiny_decoder_dir), device="cpu", dtype="float32", max_new_tokens=3)
+    dec = HFDecoder(model=str(tiny_decoder_dir), placement=CPU32, max_new_tokens=3)
     prompt = dec.prompt("How tall is Etna?", ctx)
     soft = [p for p in prompt.pieces if p.soft is not None]
     assert sum(p.length for p in soft) == ctx.kept_tokens  # every concept is one input position
     ans = dec.generate("How tall is Etna?", ctx)
-    assert ans.prompt_tokens == prompt.length and ans.timings.prefill > 0
+    assert ans.prompt_tokens == prompt.length and ans.prefill_s > 0
     # One copy of the decoder in memory: the concept encoder hooks its LoRA into the same model.
     assert comp.concepts().lm is dec.lm
     before = dec.generate("How tall is Etna?", ctx)
@@ -177,11 +179,11 @@ def test_bad_input(
     assert comp.compress(None, scored([DOCS[2]])).kept_tokens == 0
     with pytest.raises(InvalidArgumentError):
         CompLLMCompressor(segment_tokens=1)
-    other = CompLLMCompressor(weights=str(trained[0]), device="cpu")
+    other = CompLLMCompressor(weights=str(trained[0]), placement="cpu")
     other.bind(smol_counter)
     with pytest.raises(CompLLMMismatchError, match="trained for decoder"):
         other.prepare()
-    missing = CompLLMCompressor(device="cpu")
+    missing = CompLLMCompressor(placement="cpu")
     missing.bind(TokenCounter(smol_counter.tokenizer, "no-such-decoder"))
     with pytest.raises(ModelNotFoundError, match="No CompLLM weights packaged"):
         missing.prepare()
@@ -197,7 +199,7 @@ def test_unwritable_cache_is_bypassed_and_compression_still_answers(
     comp = bound(trained[0], str(tiny_decoder_dir), blocker / "segments")
     with pytest.warns(CacheWarning, match="not writable"):
         ctx = comp.compress(None, scored(), 0.5)
-    assert ctx.kept_tokens > 0 and comp._store.stats.write_errors == 1
+    assert ctx.kept_tokens > 0 and comp.segment_cache.stats.write_errors == 1
     assert comp.compress(None, scored(), 0.5).kept_tokens == ctx.kept_tokens  # still works, uncached
 
 
@@ -212,7 +214,7 @@ def test_corrupted_segment_is_recomputed_identically(
     victim.write_bytes(victim.read_bytes()[:-5])  # truncated entry
     with pytest.warns(CacheWarning, match="corrupted"):
         again = comp.compress(None, scored(), 0.5)
-    assert comp._store.stats.corrupt == 1
+    assert comp.segment_cache.stats.corrupt == 1
     for a, b in zip(first.segments, again.segments):
         assert torch.allclose(a.embeddings, b.embeddings, atol=1e-6)  # type: ignore[union-attr]
 
@@ -269,7 +271,8 @@ def test_packaged_concepts_carry_the_answer(smollm, smol_counter: TokenCounter, 
 
     from ragc.types import CompressedContext
 
-    comp = CompLLMCompressor(device="cpu", dtype="float32", cache_dir=str(tmp_path))
+    comp = CompLLMCompressor(placement=CPU32)
+    comp.use_cache(SegmentCache(tmp_path))
     comp.bind(smol_counter)
     concepts = [comp.compress(None, [Scored(p, 1.0, 0)], 0.5) for p, _, _ in FACTS]
     assert all(0 < c.kept_tokens <= c.source_tokens / 2 for c in concepts)
@@ -485,7 +488,7 @@ def test_target_logits_project_only_from_the_first_target(tiny_decoder_dir: Path
 
 
 def load_squad_train_corpus() -> Any:
-    from ragc.eval.datasets import load_squad
+    from ragc.datasets import load_squad
 
     return load_squad("train").corpus
 

@@ -1,12 +1,17 @@
-"""One contract, every registered compressor (the shared invariants of compressors/base.py)."""
+"""One contract, every registered compressor (the shared invariants of compressors/base.py).
+
+A new method adds its row to KWARGS; the matrix then runs it through every invariant. Soft
+methods have the invariants of soft output (budget, decoder id, one segment per passage
+where they promise it) instead of the text ones (provenance, identity at full budget).
+"""
 
 from __future__ import annotations
 
 import pytest
 
 from ragc import registry
+from ragc.artefacts import packaged_dir
 from ragc.compressors.base import Compressor, UnboundTokenizerError
-from ragc.compressors.llmlingua2 import packaged_weights_dir
 from ragc.errors import BudgetError, EmptyQueryError
 from ragc.tokens import TokenCounter
 from ragc.types import CompressedContext, Passage, Scored, SoftSegment, TextSegment
@@ -27,37 +32,57 @@ QUERY = "Who decoded the waggle dance of honeybees?"
 KWARGS: dict[str, dict[str, object]] = {
     "none": {},
     "truncate": {},
-    "sentences": {"device": "cpu"},
+    "sentences": {"placement": "cpu"},
     "random": {"seed": 1},
-    "perplexity": {"model": "smollm2-135m", "device": "cpu", "dtype": "float32"},
-    "perplexity-contrastive": {"model": "smollm2-135m", "device": "cpu", "dtype": "float32"},
-    "chain": {"stages": [{"name": "sentences", "device": "cpu"}, {"name": "random"}]},
-    "llmlingua2": {"device": "cpu"},
-    "tiered": {"ranker": {"name": "sentences", "device": "cpu"}, "fine": {"name": "random"}},
+    "perplexity": {"model": "smollm2-135m", "placement": {"device": "cpu", "dtype": "float32"}},
+    "perplexity-contrastive": {"model": "smollm2-135m", "placement": {"device": "cpu", "dtype": "float32"}},
+    "chain": {"stages": [{"name": "sentences", "placement": "cpu"}, {"name": "random"}]},
+    "llmlingua2": {"placement": "cpu"},
+    "tiered": {"ranker": {"name": "sentences", "placement": "cpu"}, "fine": {"name": "random"}},
+    "xrag": {"placement": {"device": "cpu", "dtype": "float32"}, "cache": "off"},
+    "compllm": {"placement": {"device": "cpu", "dtype": "float32"}, "cache": "off"},
 }
+# Soft methods that promise one soft segment per (non-empty) passage.
+ONE_SEGMENT_PER_PASSAGE = {"xrag", "compllm"}
 
 
 def scored() -> list[Scored]:
     return [Scored(p, 1.0 / (i + 1), i) for i, p in enumerate(PASSAGES)]
 
 
-# Soft compressors (one embedding row per document or concept, no text identity) have their
-# own contract tests: tests/compressors/test_xrag.py and test_compllm.py.
-TEXT_COMPRESSORS = [
-    n for n in registry.names("compressor") if registry.resolve("compressor", n).output == "text"
-]
+def test_every_registered_compressor_has_a_row() -> None:
+    assert sorted(KWARGS) == registry.names("compressor")
+    assert (packaged_dir("llmlingua2") / "config.json").is_file(), "the packaged LLMLingua-2 weights"
 
 
-@pytest.fixture(params=TEXT_COMPRESSORS)
+def test_declarations_read_the_same_from_class_and_instance(smol_counter: TokenCounter) -> None:
+    for name in registry.names("compressor"):
+        cls = registry.resolve("compressor", name)
+        comp = registry.create("compressor", name, **KWARGS[name])
+        for attr in ("output", "needs_query", "uses_budget", "at_full_budget"):
+            assert getattr(cls, attr) == getattr(comp, attr), (name, attr)
+        assert cls.output in ("text", "soft", "kv") and isinstance(cls.needs_query, bool)
+        assert "compress" not in vars(cls), f"{name} overrides Compressor.compress"
+        if cls.output == "soft":
+            assert cls.at_full_budget == "compress"
+
+
+@pytest.fixture(params=registry.names("compressor"))
 def compressor(request: pytest.FixtureRequest, smol_counter: TokenCounter) -> Compressor:
-    name = request.param
-    if name == "llmlingua2" and not (packaged_weights_dir() / "config.json").is_file():
-        pytest.skip("no packaged LLMLingua-2 weights yet: train them into ragc/data/llmlingua2 with "
-                    "`ragc train llmlingua2`, then add the llmlingua2 row to KWARGS")
-    assert name in KWARGS, f"add {name!r} to the contract table KWARGS"
-    comp = registry.create("compressor", name, **KWARGS[name])
+    comp = registry.create("compressor", request.param, **KWARGS[request.param])
     comp.bind(smol_counter)
     return comp  # type: ignore[no-any-return]
+
+
+def check_soft(ctx: CompressedContext, comp: Compressor) -> None:
+    assert ctx.kept_tokens == sum(s.tokens for s in ctx.segments)
+    for seg in ctx.segments:
+        if isinstance(seg, SoftSegment):
+            assert seg.decoder_id == comp.counter.model_id
+            assert seg.embeddings.ndim == 2 and seg.embeddings.shape[0] == seg.tokens
+    if comp.name in ONE_SEGMENT_PER_PASSAGE:
+        ids = [pid for seg in ctx.segments for pid in seg.passage_ids]
+        assert len(ids) == len(set(ids)), "one soft segment per passage"
 
 
 def check_provenance(ctx: CompressedContext) -> None:
@@ -88,6 +113,11 @@ def test_rate_budget_is_respected(compressor: Compressor, smol_counter: TokenCou
         return
     assert ctx.kept_tokens <= int(rate * source)
     assert ctx.kept_tokens == sum(s.tokens for s in ctx.segments)
+    if compressor.output == "soft":
+        check_soft(ctx, compressor)
+        if compressor.name == "compllm":
+            assert len(ctx.segments) == len(PASSAGES)  # a rate keeps >= 1 concept per segment
+        return
     for seg in ctx.segments:  # per-segment counts are real counts in the decoder tokenizer
         if isinstance(seg, TextSegment):
             assert seg.tokens == smol_counter.count(seg.text)
@@ -100,9 +130,19 @@ def test_token_budget_is_respected(compressor: Compressor) -> None:
     if compressor.name != "none":
         assert ctx.kept_tokens <= 25
     check_provenance(ctx)
+    if compressor.output == "soft":
+        check_soft(ctx, compressor)
 
 
-def test_rate_one_is_identity(compressor: Compressor) -> None:
+def test_full_budget_does_what_the_method_declares(compressor: Compressor) -> None:
+    if compressor.at_full_budget == "compress":
+        ctx = compressor.compress(QUERY, scored(), 1.0)
+        assert ctx.segments and all(isinstance(s, SoftSegment) for s in ctx.segments)
+        assert ctx.kept_tokens <= ctx.source_tokens
+        check_soft(ctx, compressor)
+        if compressor.name == "xrag":  # one token per document
+            assert ctx.kept_tokens == len(PASSAGES)
+        return
     ctx = compressor.compress(QUERY, scored(), 1.0)
     assert [s.text for s in ctx.segments if isinstance(s, TextSegment)] == [p.text for p in PASSAGES]
     assert ctx.kept_tokens == ctx.source_tokens and ctx.ratio == 1.0
@@ -136,7 +176,7 @@ def test_unbound_compressor_says_what_to_do() -> None:
 
 
 def test_sentences_keeps_the_relevant_sentence(smol_counter: TokenCounter) -> None:
-    comp = registry.create("compressor", "sentences", device="cpu")
+    comp = registry.create("compressor", "sentences", placement="cpu")
     comp.bind(smol_counter)
     ctx = comp.compress(QUERY, scored(), 0.2)
     kept = " ".join(s.text for s in ctx.segments if isinstance(s, TextSegment))
@@ -164,7 +204,9 @@ def test_word_compressors_hit_the_budget_within_2_percent(
 
     if not isinstance(compressor, TokenScoringCompressor):
         pytest.skip("budget precision is a promise of word-level compressors")
-    compressor.allocation = allocation  # type: ignore[assignment]
+    name = compressor.name
+    compressor = registry.create("compressor", name, **KWARGS[name], allocation=allocation)
+    compressor.bind(smol_counter)
     ctx = compressor.compress(QUERY, scored(), rate)
     target = int(rate * ctx.source_tokens)
     assert 0.98 * target - 1 <= ctx.kept_tokens <= target
@@ -186,7 +228,7 @@ def test_chain_composes_provenance(smol_counter: TokenCounter) -> None:
     from ragc.compressors.chain import compose_spans
 
     assert compose_spans(((10, 15), (30, 34)), ((2, 8),)) == ((12, 15), (30, 32))
-    stages = [{"name": "sentences", "device": "cpu"}, {"name": "random"}]
+    stages = [{"name": "sentences", "placement": "cpu"}, {"name": "random"}]
     comp = registry.create("compressor", "chain", stages=stages, budget=0.25)
     comp.bind(smol_counter)
     assert comp.needs_query

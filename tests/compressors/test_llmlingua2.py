@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ragc.compressors import llmlingua2 as l2
+from ragc.compressors import tagger as l2
 from ragc.compressors.llmlingua2 import BackboneMismatchError, LLMLingua2Compressor
 from ragc.compressors.token_scoring import Words, word_costs
 from ragc.errors import CorpusReadError, InvalidArgumentError, ModelNotFoundError
@@ -83,7 +83,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
 
 @pytest.fixture(scope="module")
 def comp(trained: tuple[Path, dict[str, Any]], smol_counter: TokenCounter) -> LLMLingua2Compressor:
-    c = LLMLingua2Compressor(weights=str(trained[0]), device="cpu")
+    c = LLMLingua2Compressor(weights=str(trained[0]), placement="cpu")
     c.bind(smol_counter)
     c.prepare()
     return c
@@ -126,7 +126,7 @@ def compress_texts(
 ) -> tuple[int, int]:
     """(kept tokens, target) of ``texts`` compressed to ``rate``; checks runs are verbatim."""
     c = LLMLingua2Compressor(
-        weights=comp.weights, device="cpu", allocation=allocation, attach_punctuation=attach  # type: ignore[arg-type]
+        weights=comp.weights, placement="cpu", allocation=allocation, unit={"attach_punctuation": attach}
     )
     c.bind(comp.counter)
     ctx = c.compress(None, [Scored(Passage(str(i), t), 1.0, i) for i, t in enumerate(texts)], rate)
@@ -178,7 +178,7 @@ def test_cjk_emoji_and_mixed_scripts_get_a_probability_per_word(comp: LLMLingua2
 def test_long_passage_is_windowed_and_every_word_scored(comp: LLMLingua2Compressor) -> None:
     rng = random.Random(5)
     text = " ".join(sentence(rng, NAMES, CITIES, TEMPLATES) for _ in range(250))  # ~3k words
-    c = LLMLingua2Compressor(weights=comp.weights, device="cpu", max_length=128, stride=32, batch_size=8)
+    c = LLMLingua2Compressor(weights=comp.weights, placement="cpu", max_length=128, stride=32, batch_size=8)
     c.bind(comp.counter)
     s = scores_of(c, [text])[0]
     assert len(s) == len(word_spans(text)) > 2900
@@ -225,7 +225,7 @@ def test_save_load_round_trip(comp: LLMLingua2Compressor, tmp_path: Path) -> Non
     assert len(meta["training"]["data_sha256"]) == 64 and meta["metrics"]["final"]["word_f1"] > 0.9
     assert (folder / "weights.safetensors").stat().st_size <= 8 * 2**20
     l2.save_tagger(l2.read_tagger(folder), tmp_path / "copy", {"note": "copy"})
-    again = LLMLingua2Compressor(weights=str(tmp_path / "copy"), device="cpu")
+    again = LLMLingua2Compressor(weights=str(tmp_path / "copy"), placement="cpu")
     again.bind(comp.counter)
     for a, b in zip(scores_of(comp, MIXED), scores_of(again, MIXED)):
         np.testing.assert_array_equal(a, b)
@@ -254,12 +254,14 @@ def test_backbone_mismatch_is_refused(trained: tuple[Path, dict[str, Any]], tmp_
 def test_missing_packaged_weights_say_how_to_train(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, smol_counter: TokenCounter
 ) -> None:
-    monkeypatch.setattr(l2, "packaged_weights_dir", lambda: tmp_path / "llmlingua2")
-    c = LLMLingua2Compressor(device="cpu")
+    import ragc.artefacts
+
+    monkeypatch.setattr(ragc.artefacts, "PACKAGE_DATA", tmp_path)
+    c = LLMLingua2Compressor(placement="cpu")
     c.bind(smol_counter)
     with pytest.raises(ModelNotFoundError, match="ragc train llmlingua2"):
         c.compress(None, [Scored(Passage("p", "Some text to compress here."), 1.0)], 0.5)
-    with pytest.raises(ModelNotFoundError, match="not an LLMLingua-2 weights folder"):
+    with pytest.raises(ModelNotFoundError, match="holds no LLMLingua-2 weights"):
         LLMLingua2Compressor(weights=str(tmp_path)).prepare()
 
 

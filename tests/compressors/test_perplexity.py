@@ -19,7 +19,7 @@ from ragc.text import word_spans
 from ragc.tokens import TokenCounter
 from ragc.types import Passage, Scored, TextSegment
 
-SMOL = {"model": "smollm2-135m", "device": "cpu", "dtype": "float32"}
+SMOL = {"model": "smollm2-135m", "placement": {"device": "cpu", "dtype": "float32"}}
 ENGINEER = "The engineer Zorblatt Quexington measured 8317 volts in the lab on the first day of the test."
 CAPITAL = (
     "The capital of Freedonia is Velmora. The bakery on the corner of the street sells fresh "
@@ -120,7 +120,7 @@ def test_cached_scores_are_reused_across_rates(smol_counter: TokenCounter, tmp_p
     passages = [Scored(Passage(f"p{i}", t), 1.0, i) for i, t in enumerate((ENGINEER, CAPITAL, LONG))]
     plain = PerplexityCompressor(**SMOL)  # type: ignore[arg-type]
     cached = PerplexityCompressor(**SMOL, cache="on")  # type: ignore[arg-type]
-    cached._store = SegmentCache(tmp_path)
+    cached.use_cache(SegmentCache(tmp_path))
     for comp in (plain, cached):
         comp.bind(smol_counter)
     calls = []
@@ -130,12 +130,12 @@ def test_cached_scores_are_reused_across_rates(smol_counter: TokenCounter, tmp_p
         a, b = plain.compress(None, passages, rate), cached.compress(None, passages, rate)
         assert [s.text for s in a.segments] == [s.text for s in b.segments]  # same selection
     assert calls == [3]  # the second rate scored nothing: all three passages hit the cache
-    assert cached._store.stats.hits == 3
+    assert cached.segment_cache.stats.hits == 3
     refresh = PerplexityCompressor(**SMOL, cache="refresh")  # type: ignore[arg-type]
-    refresh._store = cached._store
+    refresh.use_cache(cached.segment_cache)
     refresh.bind(smol_counter)
     refresh.compress(None, passages, 0.5)
-    assert cached._store.stats.hits == 3 and cached._store.stats.writes == 6
+    assert cached.segment_cache.stats.hits == 3 and cached.segment_cache.stats.writes == 6
 
 
 def test_invalid_fields() -> None:
@@ -178,7 +178,7 @@ def test_labels_round_trip_and_resume(self_info: PerplexityCompressor, tmp_path:
 
 
 def test_squad_train_items_are_train_only_and_seeded() -> None:
-    from ragc.eval.datasets import load_squad
+    from ragc.datasets import load_squad
     from ragc.training.labels import squad_train_items
 
     items = squad_train_items(5, seed=0)

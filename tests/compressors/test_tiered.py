@@ -16,8 +16,8 @@ from ragc.text import split_sentences
 from ragc.tokens import TokenCounter
 from ragc.types import Budget, CompressedContext, Scored, TextSegment
 
-SENTENCES = {"name": "sentences", "device": "cpu"}
-LLMLINGUA2 = {"name": "llmlingua2", "device": "cpu", "unit": "clause"}
+SENTENCES = {"name": "sentences", "placement": "cpu"}
+LLMLINGUA2 = {"name": "llmlingua2", "placement": "cpu", "unit": "clause"}
 
 
 def make(counter: TokenCounter, **kw: object) -> Compressor:
@@ -44,7 +44,7 @@ def test_best_sentence_verbatim_and_the_tail_compressed(smol_counter: TokenCount
     target = int(0.4 * ctx.source_tokens)
     assert ctx.kept_tokens <= target
     assert ctx.kept_tokens == sum(s.tokens for s in ctx.segments)
-    sentences = registry.create("compressor", "sentences", device="cpu")
+    sentences = registry.create("compressor", "sentences", placement="cpu")
     sentences.bind(smol_counter)
     ranked = sentences.rank_units(QUERY, scored())
     top = fill(ranked, int(0.5 * target))
@@ -65,7 +65,7 @@ def test_best_sentence_verbatim_and_the_tail_compressed(smol_counter: TokenCount
 
 
 def test_verbatim_one_is_sentence_selection_plus_the_gap(smol_counter: TokenCounter) -> None:
-    sentences = registry.create("compressor", "sentences", device="cpu")
+    sentences = registry.create("compressor", "sentences", placement="cpu")
     sentences.bind(smol_counter)
     for rate in (0.2, 0.5):
         ours = make(smol_counter, verbatim=1.0).compress(QUERY, scored(), rate)
@@ -75,7 +75,7 @@ def test_verbatim_one_is_sentence_selection_plus_the_gap(smol_counter: TokenCoun
 
 
 def test_uses_more_of_the_budget_than_whole_sentences(smol_counter: TokenCounter) -> None:
-    sentences = registry.create("compressor", "sentences", device="cpu")
+    sentences = registry.create("compressor", "sentences", placement="cpu")
     sentences.bind(smol_counter)
     ref = sentences.compress(QUERY, scored(), 0.3)
     ours = make(smol_counter, verbatim=0.6).compress(QUERY, scored(), 0.3)
@@ -150,7 +150,7 @@ def test_chunked_sentence_scores_match_one_encoder_call(smol_counter: TokenCount
     """More sentences than one chunk (16 x batch_size): same scores, in input order."""
     import numpy as np
 
-    sentences = registry.create("compressor", "sentences", device="cpu", batch_size=2)
+    sentences = registry.create("compressor", "sentences", placement="cpu", batch_size=2)
     sentences.bind(smol_counter)
     texts = [p.text[a:b] for p in PASSAGES for a, b in split_sentences(p.text)] * 4
     assert len(texts) + 1 > 32

@@ -16,7 +16,7 @@ from ragc.compressors.token_scoring import (
     clause_scores,
     punctuation_groups,
 )
-from ragc.errors import InvalidArgumentError
+from ragc.errors import ConfigError, InvalidArgumentError
 from ragc.text import word_spans
 from ragc.tokens import TokenCounter
 from ragc.types import Passage, Scored
@@ -101,7 +101,7 @@ def test_rank_allocation_compresses_the_best_ranked_passage_least(smol_counter: 
     flat_counts = [seg.tokens for seg in flat.compress(None, passages).segments]
     assert max(flat_counts) - min(flat_counts) <= 2
     # rank_decay=0 fills passages strictly in rank order: the first is kept whole.
-    strict = Scripted(budget=0.4, allocation="rank", rank_decay=0.0)
+    strict = Scripted(budget=0.4, allocation={"mode": "rank", "rank_decay": 0.0})
     strict.bind(smol_counter)
     first = strict.compress(None, passages).segments[0]
     assert first.passage_id == "p0" and first.text == TEXT
@@ -112,8 +112,8 @@ def test_min_share_drops_stray_words_of_the_last_ranked_passages(smol_counter: T
 
     passages = [Scored(Passage(f"p{i}", TEXT, ""), 1.0 - i / 10, i) for i in range(5)]
     for cls in (Scripted, TruncateCompressor):
-        plain = cls(budget=0.3, allocation="rank", rank_decay=0.25)
-        tidy = cls(budget=0.3, allocation="rank", rank_decay=0.25, min_share=8)
+        plain = cls(budget=0.3, allocation={"mode": "rank", "rank_decay": 0.25})
+        tidy = cls(budget=0.3, allocation={"mode": "rank", "rank_decay": 0.25, "min_share": 8})
         counts = {}
         for key, comp in (("plain", plain), ("tidy", tidy)):
             comp.bind(smol_counter)
@@ -129,15 +129,17 @@ def test_bad_rank_allocation_settings() -> None:
 
     for cls in (Scripted, TruncateCompressor):
         with pytest.raises(InvalidArgumentError, match="only applies to allocation='rank'"):
-            cls(rank_decay=0.3)
+            cls(allocation={"mode": "per_passage", "rank_decay": 0.3})
         for bad in (-0.1, 1.5, True, "0.5"):
             with pytest.raises(InvalidArgumentError, match="rank_decay must be"):
-                cls(allocation="rank", rank_decay=bad)  # type: ignore[arg-type]
+                cls(allocation={"mode": "rank", "rank_decay": bad})
         for bad_share in (-1, 2.5, True):
             with pytest.raises(InvalidArgumentError, match="min_share must be"):
-                cls(min_share=bad_share)  # type: ignore[arg-type]
+                cls(allocation={"mode": "per_passage", "min_share": bad_share})
     with pytest.raises(InvalidArgumentError, match="min_share only applies"):
-        Scripted(min_share=8)  # default allocation "global": one pool, no shares
+        Scripted(allocation={"mode": "global", "min_share": 8})  # one pool, no shares
+    with pytest.raises(ConfigError, match="Unknown Allocation setting"):
+        Scripted(allocation={"mode": "rank", "decay": 0.3})
     with pytest.raises(InvalidArgumentError, match="allocation must be"):
         TruncateCompressor(allocation="global")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="allocation must be"):
@@ -158,7 +160,7 @@ def test_punctuation_groups_attach_marks_to_their_words() -> None:
 @pytest.mark.parametrize("rate", [0.5, 0.33])
 def test_attached_punctuation_is_kept_exactly_with_its_word(smol_counter: TokenCounter, rate: float) -> None:
     passages = [Scored(Passage("p", TEXT, ""), 1.0, 0)]
-    attach = Scripted(budget=rate, attach_punctuation=True)
+    attach = Scripted(budget=rate, unit={"attach_punctuation": True})
     attach.bind(smol_counter)
     ctx = attach.compress(None, passages)
     target = int(rate * ctx.source_tokens)
@@ -180,6 +182,6 @@ def test_bad_unit_settings() -> None:
     with pytest.raises(InvalidArgumentError, match="unit must be"):
         Scripted(unit="sentence")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="clause_words"):
-        Scripted(unit="clause", clause_words=0)
+        Scripted(unit={"kind": "clause", "clause_words": 0})
     with pytest.raises(InvalidArgumentError, match="attach_punctuation must be"):
-        Scripted(attach_punctuation="yes")  # type: ignore[arg-type]
+        Scripted(unit={"attach_punctuation": "yes"})

@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from ragc.artefacts import CONFIG_FILE, packaged_dir
 from ragc.cache import SegmentCache
-from ragc.compressors.artefacts import CONFIG_FILE, packaged_dir
 from ragc.compressors.xrag import ProjectorMismatchError, XRAGCompressor
 from ragc.errors import BudgetError, InvalidArgumentError, ModelNotFoundError
 from ragc.tokens import TokenCounter
 from ragc.types import CompressedContext, Passage, Scored, SoftSegment, TextSegment
+
+CPU32 = {"device": "cpu", "dtype": "float32"}  # fp32 on the CPU: exact, reproducible numbers
 
 DOCS = [
     Passage("etna", "Mount Etna is an active volcano on the east coast of Sicily.", "Mount Etna"),
@@ -57,11 +59,10 @@ def artefact_copy(src: Path, dst: Path, meta: dict) -> Path:
 def bound(weights: Path | str, decoder: str, cache_dir: Path, **kw: object) -> XRAGCompressor:
     from ragc.models import load_tokenizer
 
-    comp = XRAGCompressor(weights=str(weights), device="cpu", **kw)  # type: ignore[arg-type]
+    comp = XRAGCompressor(weights=str(weights), placement="cpu", **kw)  # type: ignore[arg-type]
     comp.bind(TokenCounter(load_tokenizer(decoder), decoder))
-    comp._load()
-    decoder_id, enc, proj, meta, _ = comp._state
-    comp._state = (decoder_id, enc, proj, meta, SegmentCache(cache_dir))
+    comp.use_cache(SegmentCache(cache_dir))
+    comp.prepare()
     return comp
 
 
@@ -85,7 +86,7 @@ def test_one_soft_token_per_document_in_rank_order(
     ctx = comp.compress("Who decoded the dance?", scored())
     assert [s.passage_ids for s in ctx.segments] == [("etna",), ("bees",), ("tides",)]  # empty doc skipped
     assert all(isinstance(s, SoftSegment) and s.embeddings.shape == (1, 32) for s in ctx.segments)
-    norm = comp._state[3]["output_norm"]  # format /2: every token has the decoder's typical norm
+    norm = comp._projector()[1]["output_norm"]  # format /2: every token has the decoder's typical norm
     assert all(float(s.embeddings.norm()) == pytest.approx(norm, rel=1e-3) for s in ctx.segments)
     assert ctx.kept_tokens == 3 and ctx.source_tokens > 20
     # Different documents give different tokens; the same document the same token.
@@ -107,7 +108,7 @@ def test_embeddings_go_through_the_segment_cache(
 ) -> None:
     comp = bound(trained[0], str(tiny_decoder_dir), tmp_path)
     comp.compress(None, scored())
-    cache = comp._state[4]
+    cache = comp.segment_cache
     assert (cache.stats.misses, cache.stats.writes) == (3, 3)
     comp.compress(None, scored())
     assert cache.stats.hits == 3
@@ -116,14 +117,14 @@ def test_embeddings_go_through_the_segment_cache(
 def test_mixing_text_and_soft_segments_and_decoding(
     trained: tuple[Path, dict], tiny_decoder_dir: Path, tmp_path: Path
 ) -> None:
-    from ragc.decoder import HFDecoder
+    from ragc.decoders.hf import HFDecoder
 
     comp = bound(trained[0], str(tiny_decoder_dir), tmp_path, keep_text=1)
     ctx = comp.compress("Who decoded the dance?", scored())
     assert isinstance(ctx.segments[0], TextSegment) and ctx.segments[0].text == DOCS[0].text
     assert [type(s) for s in ctx.segments[1:]] == [SoftSegment, SoftSegment]
     assert ctx.kept_tokens == ctx.segments[0].tokens + 2
-    dec = HFDecoder(model=str(tiny_decoder_dir), device="cpu", dtype="float32", max_new_tokens=3)
+    dec = HFDecoder(model=str(tiny_decoder_dir), placement=CPU32, max_new_tokens=3)
     prompt = dec.prompt("Who decoded the dance?", ctx)
     soft_rows = [p.soft for p in prompt.pieces if p.soft is not None]
     assert len(soft_rows) == 2
@@ -148,10 +149,10 @@ def test_projector_for_another_encoder_is_rejected(
 
 def test_missing_weights_and_bad_arguments(tmp_path: Path, smol_counter: TokenCounter) -> None:
     with pytest.raises(ModelNotFoundError, match="holds no xRAG projector"):
-        comp = XRAGCompressor(weights=str(tmp_path), device="cpu")
+        comp = XRAGCompressor(weights=str(tmp_path), placement="cpu")
         comp.bind(smol_counter)
         comp.prepare()
-    comp = XRAGCompressor(device="cpu")
+    comp = XRAGCompressor(placement="cpu")
     comp.bind(TokenCounter(smol_counter.tokenizer, "no-such-decoder"))
     with pytest.raises(
         ModelNotFoundError, match="No xRAG projector packaged for decoder 'no-such-decoder'"
@@ -218,11 +219,11 @@ def test_packaged_projector_carries_document_identity(decoder: str) -> None:
     any other document's (a collapsed projector gives every document the same token)."""
     import torch.nn.functional as F
 
-    from ragc.decoder import HFDecoder
+    from ragc.decoders.hf import HFDecoder
     from ragc.training.xrag import RECONSTRUCT_QUESTION
 
-    dec = HFDecoder(model=decoder, device="cpu", dtype="float32")
-    comp = XRAGCompressor(device="cpu", cache=False)
+    dec = HFDecoder(model=decoder, placement=CPU32)
+    comp = XRAGCompressor(placement="cpu", cache=False)
     comp.bind(TokenCounter(dec.tokenizer, decoder))
     docs = [p for p in DOCS if p.text.strip()]
     ctx = comp.compress(None, scored(docs))
@@ -248,7 +249,7 @@ def test_packaged_projector_carries_document_identity(decoder: str) -> None:
 )
 def test_packaged_qwen_projector_refuses_another_decoder(smol_counter: TokenCounter) -> None:
     """The shipped qwen projector, pointed at SmolLM2, names both decoders instead of loading."""
-    comp = XRAGCompressor(weights=str(packaged_dir("xrag", "qwen2.5-0.5b")), device="cpu")
+    comp = XRAGCompressor(weights=str(packaged_dir("xrag", "qwen2.5-0.5b")), placement="cpu")
     comp.bind(smol_counter)
     with pytest.raises(ProjectorMismatchError, match=r"qwen2\.5-0\.5b") as err:
         comp.prepare()

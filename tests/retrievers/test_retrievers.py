@@ -335,7 +335,7 @@ def test_hybrid_zero_weight_ignores_child(tiny_corpus: list[Passage]) -> None:
 
 @pytest.mark.parametrize(
     ("spec", "error"),
-    [({"model": "minilm"}, ConfigError), ("dense", ConfigError), ({"name": "nope"}, UnknownComponentError)],
+    [({"model": "minilm"}, ConfigError), (3, ConfigError), ({"name": "nope"}, UnknownComponentError)],
 )
 def test_hybrid_bad_child(spec: object, error: type[Exception]) -> None:
     with pytest.raises(error):
@@ -344,7 +344,8 @@ def test_hybrid_bad_child(spec: object, error: type[Exception]) -> None:
         HybridRetriever(retrievers=[])
 
 
-DENSE_BAD = [{"index_type": "lsh"}, {"dtype": "int8"}, {"hnsw_m": 0}, {"nprobe": 0}, {"nlist": -1}]
+DENSE_BAD = [{"index_type": "lsh"}, {"placement": {"dtype": "int8"}}, {"hnsw_m": 0}, {"nprobe": 0}]
+DENSE_BAD += [{"nlist": -1}]
 DENSE_BAD += [{"batch_size": 0}, {"max_seq_length": 0}, {"model": ""}]
 
 
