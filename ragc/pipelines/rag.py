@@ -66,22 +66,39 @@ class Pipeline:
         self._bound = False
 
     @classmethod
-    def from_config(cls, source: dict[str, Any] | str | Path | PipelineConfig) -> Pipeline:
-        """Build from a config dict, a YAML file or a :class:`PipelineConfig`."""
+    def from_config(
+        cls, source: dict[str, Any] | str | Path | PipelineConfig, *, index: str | Path | None = None
+    ) -> Pipeline:
+        """Build from a config dict, a YAML file or a :class:`PipelineConfig`.
+
+        ``index`` loads the retriever from an index folder (``ragc index build``) instead of
+        building an empty one. Components are built compressor first, so a bad setting is
+        reported before any index is read.
+        """
         cfg = PipelineConfig.load(source)
-        retriever = cfg.retriever.build() if cfg.retriever else None
+        compressor = cfg.compressor.build()
+        decoder = cfg.decoder.build()
+        kv_policy = cfg.kv_policy.build() if cfg.kv_policy else None
         cache = None
         if cfg.segment_cache is not None:
             from ragc.cache import SegmentCache
 
             cache = SegmentCache(**cfg.segment_cache)
+        retriever = None
+        if cfg.retriever is not None:
+            if index is not None:
+                from ragc.retrievers import load_index
+
+                retriever = load_index(index)
+            else:
+                retriever = cfg.retriever.build()
         return cls(
             retriever,
-            cfg.compressor.build(),
-            cfg.decoder.build(),
+            compressor,
+            decoder,
             cfg.k,
             cfg.to_dict(),
-            kv_policy=cfg.kv_policy.build() if cfg.kv_policy else None,
+            kv_policy=kv_policy,
             placement=Placement.parse(cfg.placement),
             segment_cache=cache,
         )

@@ -41,7 +41,6 @@ from typing import Any, NamedTuple
 from ragc.compressors.compllm import segment_plan
 from ragc.compressors.concept_encoder import Concepts, new_concepts, save_concepts
 from ragc.errors import InvalidArgumentError
-from ragc.training.checks import check_finite
 from ragc.training.soft import (
     RECONSTRUCT_QUESTION,
     PromptHead,
@@ -56,12 +55,37 @@ from ragc.training.soft import (
     target_logits,
 )
 from ragc.types import CompressedContext, Passage, SoftSegment, TextSegment
+from ragc.validate import check_int, check_number
 
 CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass(frozen=True)
 class CompLLMTrainConfig:
+    """Settings of ``ragc train compllm`` (see the module doc).
+
+    Parameters:
+        decoder: the decoder to compress for (and with).
+        questions: SQuAD train questions to distil on (stage 2).
+        rates: compression rates cycled during training (one artefact serves them all).
+        segment_tokens: maximum segment length in decoder tokens.
+        batch_size: questions per stage-2 step.
+        lr: AdamW learning rate (warm-up, then cosine decay).
+        kl_weight: weight of the KL term against the decoder reading the full text.
+        lora_rank: rank of the LoRA adapters.
+        lora_alpha: LoRA scale numerator (the scale is alpha / rank).
+        seed: data order and initialisation.
+        checkpoint_every: steps between resumable checkpoints.
+        recon_steps: stage 1: steps of repeating paragraph windows from their concepts (0: none).
+        recon_batch: windows per stage-1 step.
+        recon_segments: segments per stage-1 window.
+        contrast_weight: stage-2 hinge: a paragraph's own concepts must explain its answer
+            better than another paragraph's (0 = off).
+        contrast_margin: hinge margin in nats of mean answer cross-entropy.
+        answer_window: stage 2 reads only this many segments around the answer (0: the
+            whole paragraph).
+    """
+
     decoder: str = "qwen2.5-0.5b"
     questions: int = 800
     rates: tuple[float, ...] = (0.5, 0.25)
@@ -76,33 +100,24 @@ class CompLLMTrainConfig:
     recon_steps: int = 0
     recon_batch: int = 8
     recon_segments: int = 2
-    contrast_weight: float = 0.0  # stage-2 hinge: own concepts must beat another paragraph's (0 = off)
-    contrast_margin: float = 1.0  # nats of mean answer cross-entropy
-    answer_window: int = 0  # stage-2 context: this many segments around the answer (0 = whole paragraph)
+    contrast_weight: float = 0.0
+    contrast_margin: float = 1.0
+    answer_window: int = 0
 
     def __post_init__(self) -> None:
-        positive = ("questions", "segment_tokens", "batch_size", "lora_rank", "checkpoint_every",
-                    "recon_batch", "recon_segments")
-        for name in positive:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InvalidArgumentError(f"{name} must be a positive integer, got {v!r}.")
+        for name in ("questions", "segment_tokens", "batch_size", "lora_rank", "checkpoint_every",
+                     "recon_batch", "recon_segments"):
+            check_int(name, getattr(self, name), minimum=1)
         for name in ("recon_steps", "answer_window"):
-            r = getattr(self, name)
-            if isinstance(r, bool) or not isinstance(r, int) or r < 0:
-                raise InvalidArgumentError(f"{name} must be a non-negative integer, got {r!r}.")
+            check_int(name, getattr(self, name), minimum=0)
         if not self.rates or not all(0 < r <= 1 for r in self.rates):
             raise InvalidArgumentError(
                 f"rates must be a non-empty list of values in (0, 1], got {self.rates}."
             )
-        check_finite(self, ("lr", "kl_weight", "lora_alpha", "contrast_weight", "contrast_margin"))
-        if self.contrast_weight < 0 or self.contrast_margin < 0:
-            raise InvalidArgumentError(
-                f"contrast_weight and contrast_margin must be >= 0, got {self.contrast_weight}, "
-                f"{self.contrast_margin}."
-            )
-        if not self.lr > 0 or self.kl_weight < 0:
-            raise InvalidArgumentError(f"lr must be > 0 and kl_weight >= 0, got {self.lr}, {self.kl_weight}.")
+        check_number("lr", self.lr, above=0)
+        check_number("lora_alpha", self.lora_alpha)
+        for name in ("kl_weight", "contrast_weight", "contrast_margin"):
+            check_number(name, getattr(self, name), minimum=0)
 
 
 @dataclass(frozen=True)
@@ -300,15 +315,10 @@ class Trainer:
         return loss, stats
 
 
-def train_compllm(
-    out: str | Path,
-    cfg: CompLLMTrainConfig | None = None,
-    *,
-    device: str | None = None,
-    progress: bool = True,
+def train(
+    cfg: CompLLMTrainConfig, out: str | Path, *, device: str | None = None, progress: bool = True
 ) -> dict[str, Any]:
     """Train (or resume) CompLLM weights into ``out``; return the training record."""
-    cfg = cfg or CompLLMTrainConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -352,3 +362,19 @@ def train_compllm(
     )
     ckpt_path.unlink(missing_ok=True)  # the artefact folder holds only what ships
     return record
+
+
+def train_compllm(
+    out: str | Path,
+    cfg: CompLLMTrainConfig | None = None,
+    *,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Deprecated (goes in ragc 0.3): ``train(cfg, out, device=...)``."""
+    import warnings
+
+    warnings.warn(
+        "train_compllm(out, cfg) is deprecated: use train(cfg, out)", DeprecationWarning, stacklevel=2
+    )
+    return train(cfg or CompLLMTrainConfig(), out, device=device, progress=progress)

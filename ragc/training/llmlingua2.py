@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -37,7 +37,7 @@ from ragc.compressors.tagger import (
     word_means,
 )
 from ragc.errors import CorpusReadError, InvalidArgumentError
-from ragc.training.checks import check_finite
+from ragc.validate import check_choice, check_int, check_number
 
 Loss = Literal["bce", "balanced"]
 
@@ -110,22 +110,35 @@ def encode(tagger: Tagger, items: list[Item]) -> Encoded:
     return Encoded(ids, offs, np.concatenate(ids), np.concatenate(labels), lengths)
 
 
-@dataclass
-class LLMLingua2Trainer:
-    """Hyper-parameters of LLMLingua-2 classifier training (see module doc).
+@dataclass(frozen=True)
+class LLMLingua2TrainConfig:
+    """Settings of ``ragc train llmlingua2`` (see the module doc).
 
     Parameters:
-        epochs, lr, batch_size (windows per step), seed: the usual.
+        labels: the labels JSONL to train on (written first with ``build_labels``).
+        epochs: passes over the training windows.
+        lr: AdamW learning rate (warm-up, then linear decay).
+        batch_size: windows per step.
+        seed: data order, held-out split and head initialisation.
         max_items: read only the first rows of the labels file.
         trained_layers: top encoder layers fine-tuned with the head (2 at most for 8 MB).
         loss: ``bce`` (plain) or ``balanced`` (positives weighted by negatives/positives).
         eval_fraction: share of distinct passages held out for the per-epoch metrics.
         max_length: training window in tokens (incl. [CLS]/[SEP]).
         backbone: encoder (packaged name, HF id or path); recorded in the artefact.
+        weight_decay: AdamW weight decay.
+        warmup: share of the steps spent warming the learning rate up.
         autocast: ``auto`` uses bf16 autocast on CPUs with fast bf16, ``off`` trains in fp32.
-        progress: show a tqdm bar (with ETA).
+        build_labels: first label this many SQuAD train paragraphs with the teacher into
+            ``labels`` (resumable; 0: use ``labels`` as it is).
+        teacher: the teacher LM for ``build_labels``.
+        teacher_mode: ``self_information`` or ``contrastive`` (uses each paragraph's question).
+        keep_rate: share of each paragraph's words labelled keep.
+        qa_boost: relabel with the paragraphs' SQuAD train answers and question words added
+            to the teacher scores (writes ``<labels>-qa.jsonl`` and trains on it).
     """
 
+    labels: str = ""
     epochs: int = 2
     lr: float = 2e-4
     batch_size: int = 16
@@ -139,20 +152,38 @@ class LLMLingua2Trainer:
     weight_decay: float = 0.01
     warmup: float = 0.05
     autocast: Literal["auto", "off"] = "auto"
-    progress: bool = True
+    build_labels: int = 0
+    teacher: str = "qwen2.5-0.5b"
+    teacher_mode: Literal["self_information", "contrastive"] = "self_information"
+    keep_rate: float = 0.4
+    qa_boost: bool = False
 
     def __post_init__(self) -> None:
-        check_finite(self, ("lr", "weight_decay", "warmup", "eval_fraction"))
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise InvalidArgumentError("epochs and batch_size must be >= 1 and lr > 0.")
-        if self.trained_layers < 0:
-            raise InvalidArgumentError(f"trained_layers must be >= 0, got {self.trained_layers}.")
-        if self.loss not in ("bce", "balanced") or self.autocast not in ("auto", "off"):
-            raise InvalidArgumentError(f"Unknown loss {self.loss!r} or autocast {self.autocast!r}.")
-        if self.weight_decay < 0 or not 0 <= self.warmup < 1:
-            raise InvalidArgumentError("weight_decay must be >= 0 and warmup in [0, 1).")
-        if not 0 <= self.eval_fraction < 1 or not 8 <= self.max_length <= 512:
-            raise InvalidArgumentError("eval_fraction must be in [0, 1) and max_length in [8, 512].")
+        if not isinstance(self.labels, str) or not self.labels.strip():
+            raise InvalidArgumentError("labels must name the labels JSONL to train on (--labels FILE).")
+        for name in ("epochs", "batch_size"):
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("trained_layers", self.trained_layers, minimum=0)
+        check_int("build_labels", self.build_labels, minimum=0)
+        if self.max_items is not None:
+            check_int("max_items", self.max_items, minimum=1)
+        check_number("lr", self.lr, above=0)
+        check_number("weight_decay", self.weight_decay, minimum=0)
+        check_number("warmup", self.warmup, minimum=0, maximum=0.99)
+        check_number("eval_fraction", self.eval_fraction, minimum=0, maximum=0.99)
+        check_number("keep_rate", self.keep_rate, above=0, maximum=1)
+        check_int("max_length", self.max_length, minimum=8, maximum=512)
+        check_choice("loss", self.loss, ("bce", "balanced"))
+        check_choice("autocast", self.autocast, ("auto", "off"))
+        check_choice("teacher_mode", self.teacher_mode, ("self_information", "contrastive"))
+
+
+class Trainer:
+    """Trains the tagger of one :class:`LLMLingua2TrainConfig`."""
+
+    def __init__(self, cfg: LLMLingua2TrainConfig, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.progress = progress
 
     def _autocast(self) -> Any:
         import contextlib
@@ -161,20 +192,20 @@ class LLMLingua2Trainer:
 
         from ragc.device import cpu_has_fast_bf16
 
-        if self.autocast == "auto" and cpu_has_fast_bf16():
+        if self.cfg.autocast == "auto" and cpu_has_fast_bf16():
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _batches(self, lens: np.ndarray, epoch: int) -> list[np.ndarray]:
         """Window indices per batch: shuffled, sorted by length within chunks (little padding)."""
-        rng = np.random.default_rng([self.seed, epoch])
+        rng = np.random.default_rng([self.cfg.seed, epoch])
         perm = rng.permutation(len(lens))
-        chunk = self.batch_size * 32
+        chunk = self.cfg.batch_size * 32
         batches = []
         for i in range(0, len(perm), chunk):
             part = perm[i : i + chunk]
             part = part[np.argsort(lens[part], kind="stable")]
-            batches += [part[j : j + self.batch_size] for j in range(0, len(part), self.batch_size)]
+            batches += [part[j : j + self.cfg.batch_size] for j in range(0, len(part), self.cfg.batch_size)]
         return [batches[k] for k in rng.permutation(len(batches))]
 
     def train(self, labels_path: str | Path, out_dir: str | Path) -> dict[str, Any]:
@@ -182,27 +213,27 @@ class LLMLingua2Trainer:
         import torch
         from tqdm.auto import tqdm
 
-        items = read_items(labels_path, self.max_items)
-        train_items, eval_items = split_items(items, self.eval_fraction, self.seed)
+        items = read_items(labels_path, self.cfg.max_items)
+        train_items, eval_items = split_items(items, self.cfg.eval_fraction, self.cfg.seed)
         tagger = self._tagger()
         data = encode(tagger, train_items)
-        seq, start = make_windows(data.lengths, self.max_length - 2, 0)
-        lens = np.minimum(data.lengths[seq] - start, self.max_length - 2)
+        seq, start = make_windows(data.lengths, self.cfg.max_length - 2, 0)
+        lens = np.minimum(data.lengths[seq] - start, self.cfg.max_length - 2)
         begin = (np.cumsum(data.lengths) - data.lengths)[seq] + start
         params = [p for p in tagger.encoder.parameters() if p.requires_grad] + list(tagger.head.parameters())
-        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        total = self.epochs * -(-len(seq) // self.batch_size)
-        warm = max(1, int(self.warmup * total))
+        opt = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        total = self.cfg.epochs * -(-len(seq) // self.cfg.batch_size)
+        warm = max(1, int(self.cfg.warmup * total))
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm)))
         )
         n_valid = int((data.flat_labels >= 0).sum())
         pos = float((data.flat_labels == 1).sum())
-        weight = (n_valid - pos) / max(pos, 1.0) if self.loss == "balanced" else 1.0
+        weight = (n_valid - pos) / max(pos, 1.0) if self.cfg.loss == "balanced" else 1.0
         loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weight))
         history = []
         bar = tqdm(total=total, desc="llmlingua2", unit="batch", disable=not self.progress)
-        for epoch in range(self.epochs):
+        for epoch in range(self.cfg.epochs):
             t0 = time.perf_counter()
             tagger.encoder.train()
             losses = []
@@ -257,9 +288,9 @@ class LLMLingua2Trainer:
     def _tagger(self) -> Tagger:
         import torch
 
-        probe = new_tagger(self.backbone, [], 1)
+        probe = new_tagger(self.cfg.backbone, [], 1)
         n = probe.encoder.config.num_hidden_layers
-        layers = list(range(n - min(self.trained_layers, n), n))
+        layers = list(range(n - min(self.cfg.trained_layers, n), n))
         probe.meta["trained_layers"] = layers
         prefixes = tuple(f"encoder.layer.{i}." for i in layers)
         size = 2 * sum(p.numel() for k, p in probe.encoder.named_parameters() if k.startswith(prefixes))
@@ -270,7 +301,7 @@ class LLMLingua2Trainer:
             )
         for k, p in probe.encoder.named_parameters():
             p.requires_grad_(k.startswith(prefixes))
-        torch.manual_seed(self.seed)  # the head's init must not depend on what loading drew
+        torch.manual_seed(self.cfg.seed)  # the head's init must not depend on what loading drew
         probe.head.reset_parameters()
         return probe
 
@@ -281,7 +312,7 @@ class LLMLingua2Trainer:
         tagger.encoder.eval()
         data = encode(tagger, items)
         with self._autocast():
-            probs = token_probs(tagger, data.ids, self.max_length, 0, self.batch_size)
+            probs = token_probs(tagger, data.ids, self.cfg.max_length, 0, self.cfg.batch_size)
         p = np.clip(np.concatenate(probs), 1e-7, 1 - 1e-7)
         y = data.flat_labels
         ok = y >= 0
@@ -307,22 +338,57 @@ class LLMLingua2Trainer:
         with Path(labels_path).open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-        config = {k: v for k, v in asdict(self).items() if k != "progress"}
+        keep = {f.name for f in fields(LLMLingua2TrainConfig)} - _LABEL_SETTINGS
+        config = {k: v for k, v in asdict(self.cfg).items() if k in keep}
         return {**config, "data_sha256": h.hexdigest(), "data_file": Path(labels_path).name}
 
 
-def train_llmlingua2(
-    labels_path: str | Path,
-    out_dir: str | Path,
-    epochs: int = 2,
-    lr: float = 2e-4,
-    batch_size: int = 16,
-    seed: int = 0,
-    max_items: int | None = None,
-    **options: Any,
+#: Settings of the label step, not of training (left out of the artefact's training record).
+_LABEL_SETTINGS = {"labels", "build_labels", "teacher", "teacher_mode", "keep_rate", "qa_boost"}
+
+
+def prepare_labels(cfg: LLMLingua2TrainConfig, progress: bool = True) -> Path:
+    """The labels file to train on: built with the teacher first and QA-boosted when asked."""
+    labels = Path(cfg.labels)
+    if cfg.build_labels:
+        from ragc import registry
+        from ragc.training.labels import build_labels, squad_train_items
+
+        name = "perplexity" if cfg.teacher_mode == "self_information" else "perplexity-contrastive"
+        teacher = registry.create("compressor", name, model=cfg.teacher)
+        items = squad_train_items(cfg.build_labels, cfg.seed)
+        build_labels(items, teacher, keep_rate=cfg.keep_rate, out=labels, progress=progress)
+    if cfg.qa_boost:
+        from ragc.training.labels import read_labels, squad_qa_relabel, write_labels
+
+        boosted = labels.with_name(f"{labels.stem}-qa{labels.suffix}")
+        write_labels(squad_qa_relabel(read_labels(labels), keep_rate=cfg.keep_rate), boosted)
+        labels = boosted
+    return labels
+
+
+def train(
+    cfg: LLMLingua2TrainConfig, out: str | Path, *, device: str | None = None, progress: bool = True
 ) -> dict[str, Any]:
-    """Train the LLMLingua-2 classifier; ``options`` are further :class:`LLMLingua2Trainer` fields."""
-    trainer = LLMLingua2Trainer(
-        epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, max_items=max_items, **options
-    )
-    return trainer.train(labels_path, out_dir)
+    """Train the LLMLingua-2 tagger into ``out``; return the metrics.
+
+    ``device`` must be the CPU (or ``None``): the tagger trains on the CPU, where it takes
+    minutes.
+    """
+    if device not in (None, "cpu"):
+        raise InvalidArgumentError(f"LLMLingua-2 training runs on the CPU, not {device!r}.")
+    return Trainer(cfg, progress).train(prepare_labels(cfg, progress), out)
+
+
+def train_llmlingua2(
+    labels_path: str | Path, out_dir: str | Path, *, progress: bool = True, **options: Any
+) -> dict[str, Any]:
+    """Deprecated (goes in ragc 0.3): ``train(LLMLingua2TrainConfig(labels=..., **options), out)``."""
+    import warnings
+
+    warnings.warn("train_llmlingua2 is deprecated: use train(LLMLingua2TrainConfig(...), out)",
+                  DeprecationWarning, stacklevel=2)
+    return train(LLMLingua2TrainConfig(labels=str(labels_path), **options), out_dir, progress=progress)
+
+
+LLMLingua2Trainer = LLMLingua2TrainConfig  # deprecated name (goes in ragc 0.3)

@@ -74,10 +74,10 @@ def tiny_config(tiny_decoder_dir: Path) -> Any:
 
 @pytest.fixture(scope="module")
 def trained(tiny_decoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    from ragc.training.compllm import train_compllm
+    from ragc.training.compllm import train
 
     out = tmp_path_factory.mktemp("compllm")
-    return out, train_compllm(out, tiny_config(tiny_decoder_dir), device="cpu", progress=False)
+    return out, train(tiny_config(tiny_decoder_dir), out, device="cpu", progress=False)
 
 
 def bound(weights: Path, decoder: str, cache_dir: Path, **kw: object) -> CompLLMCompressor:
@@ -239,10 +239,10 @@ def test_interrupted_training_resumes_to_the_same_weights(
 
     monkeypatch.setattr(tc.Trainer, "loss", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
-        tc.train_compllm(tmp_path, cfg, device="cpu", progress=False)
+        tc.train(cfg, tmp_path, device="cpu", progress=False)
     assert (tmp_path / tc.CHECKPOINT).is_file()
     monkeypatch.setattr(tc.Trainer, "loss", real)
-    tc.train_compllm(tmp_path, cfg, device="cpu", progress=False)
+    tc.train(cfg, tmp_path, device="cpu", progress=False)
     a, b = load_file(str(out / "weights.safetensors")), load_file(str(tmp_path / "weights.safetensors"))
     assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
 

@@ -71,13 +71,14 @@ def write_labels(path: Path, n_items: int, seed: int = 0) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    from ragc.training.llmlingua2 import train_llmlingua2
+    from ragc.training.llmlingua2 import LLMLingua2TrainConfig, train
 
     tmp = tmp_path_factory.mktemp("llmlingua2")
     labels = write_labels(tmp / "labels.jsonl", 18)
     # fp32: on batches this small, bf16 autocast's per-step weight casts cost more than they save
-    metrics = train_llmlingua2(labels, tmp / "model", epochs=2, lr=1e-3, batch_size=4, seed=0,
-                               progress=False, eval_fraction=0.2, autocast="off")
+    cfg = LLMLingua2TrainConfig(labels=str(labels), epochs=2, lr=1e-3, batch_size=4, seed=0,
+                                eval_fraction=0.2, autocast="off")
+    metrics = train(cfg, tmp / "model", progress=False)
     return tmp / "model", metrics
 
 
@@ -271,12 +272,14 @@ def test_invalid_settings_and_labels(tmp_path: Path) -> None:
     for bad in ({"max_length": 4}, {"stride": 300}, {"batch_size": 0}, {"weights": ""}):
         with pytest.raises(InvalidArgumentError):
             LLMLingua2Compressor(**bad)  # type: ignore[arg-type]
-    from ragc.training.llmlingua2 import LLMLingua2Trainer
+    from ragc.training.llmlingua2 import LLMLingua2TrainConfig
 
     for bad_cfg in ({"lr": float("nan")}, {"lr": float("inf")}, {"warmup": float("nan")},
-                    {"weight_decay": -0.1}, {"eval_fraction": float("nan")}):
+                    {"weight_decay": -0.1}, {"eval_fraction": float("nan")}, {"keep_rate": 0}):
         with pytest.raises(InvalidArgumentError, match=next(iter(bad_cfg))):
-            LLMLingua2Trainer(**bad_cfg)  # type: ignore[arg-type]
+            LLMLingua2TrainConfig(labels="labels.jsonl", **bad_cfg)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="--labels"):
+        LLMLingua2TrainConfig()
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"id": "x", "text": "a b", "words": [[0, 1], [2, 3]], "labels": [1]}) + "\n")
     with pytest.raises(CorpusReadError, match="one 0/1 label per word"):
@@ -287,13 +290,15 @@ def test_training_is_seed_reproducible_and_the_cli_trains(tmp_path: Path) -> Non
     from safetensors.numpy import load_file
 
     from ragc.cli import main
-    from ragc.training.llmlingua2 import train_llmlingua2
+    from ragc.training.llmlingua2 import LLMLingua2TrainConfig, train, train_llmlingua2
 
     labels = write_labels(tmp_path / "labels.jsonl", 6, seed=1)
     args = ["train", "llmlingua2", "--labels", str(labels), "--epochs", "1", "--max-items", "5"]
     assert main([*args, "--out", str(tmp_path / "cli")]) == 0
-    train_llmlingua2(labels, tmp_path / "api", epochs=1, max_items=5, seed=0, progress=False)
-    train_llmlingua2(labels, tmp_path / "seed1", epochs=1, max_items=5, seed=1, progress=False)
+    train(LLMLingua2TrainConfig(labels=str(labels), epochs=1, max_items=5, seed=0), tmp_path / "api",
+          progress=False)
+    with pytest.warns(DeprecationWarning, match="train_llmlingua2"):  # the old call shape still works
+        train_llmlingua2(labels, tmp_path / "seed1", epochs=1, max_items=5, seed=1, progress=False)
     a, b, c = (load_file(str(tmp_path / d / "weights.safetensors")) for d in ("cli", "api", "seed1"))
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.array_equal(a["head.weight"], c["head.weight"])

@@ -32,7 +32,7 @@ def scored(docs: list[Passage] = DOCS) -> list[Scored]:
 @pytest.fixture(scope="module")
 def trained(tiny_decoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """Both training stages on a handful of SQuAD train items, into a projector folder."""
-    from ragc.training.xrag import XRAGTrainConfig, train_xrag
+    from ragc.training.xrag import XRAGTrainConfig, train
 
     out = tmp_path_factory.mktemp("xrag")
     cfg = XRAGTrainConfig(
@@ -44,7 +44,7 @@ def trained(tiny_decoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         checkpoint_every=2,
         align_steps=3,
     )
-    record = train_xrag(out, cfg, device="cpu", progress=False)
+    record = train(cfg, out, device="cpu", progress=False)
     return out, record
 
 
@@ -188,14 +188,14 @@ def test_interrupted_training_resumes_to_the_same_weights(
 
     monkeypatch.setattr(tx.Trainer, "loss", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
-        tx.train_xrag(tmp_path, cfg, device="cpu", progress=False)
+        tx.train(cfg, tmp_path, device="cpu", progress=False)
     assert (tmp_path / tx.CHECKPOINT).is_file()
     other = tx.XRAGTrainConfig(decoder=str(tiny_decoder_dir), stage1_paragraphs=4, stage2_questions=0)
     with pytest.raises(InvalidArgumentError, match="another configuration"):
-        tx.train_xrag(tmp_path, other, device="cpu", progress=False)
+        tx.train(other, tmp_path, device="cpu", progress=False)
     monkeypatch.setattr(tx.Trainer, "loss", real)
     assert (tmp_path / tx.ALIGN_RECORD).is_file()
-    resumed = tx.train_xrag(tmp_path, cfg, device="cpu", progress=False)  # resumes at step 2
+    resumed = tx.train(cfg, tmp_path, device="cpu", progress=False)  # resumes at step 2
     assert resumed["align_final_loss"] == pytest.approx(trained[1]["align_final_loss"])  # stage 0 kept
     assert not (tmp_path / tx.ALIGN_RECORD).exists()
     a, b = load_file(str(out / "weights.safetensors")), load_file(str(tmp_path / "weights.safetensors"))
@@ -276,7 +276,7 @@ def test_training_continues_from_a_projector_of_the_same_pair(
     with torch.no_grad():
         trainer.projector[-2].weight.zero_()  # a collapsed projector: one token for every document
     assert trainer.token_cosine() == pytest.approx(1.0, abs=1e-5)
-    again = tx.train_xrag(tmp_path / "more", cfg, device="cpu", progress=False)
+    again = tx.train(cfg, tmp_path / "more", device="cpu", progress=False)
     assert again["steps"] == 1 and again["continued_from"]["stage1_paragraphs"] == 6
     mixed = tx.XRAGTrainConfig(decoder=str(tiny_decoder_dir), stage1_paragraphs=0, stage2_questions=4,
                                init=str(out), norm_output=False)
