@@ -38,9 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from ragc.compressors import llmlingua2 as l2
-from ragc.compressors.llmlingua2 import LLMLingua2Compressor, Tagger
-from ragc.compressors.token_scoring import Words
+from ragc.compressors import tagger as l2
+from ragc.compressors.llmlingua2 import WINDOWS, LLMLingua2Compressor
+from ragc.compressors.tagger import Tagger
+from ragc.compressors.token_scoring import Windows, Words
 from ragc.datasets import load_dataset
 from ragc.errors import InvalidArgumentError
 from ragc.eval.report import machine_info
@@ -228,8 +229,9 @@ def observe(pc: Any, comps: dict[str, LLMLingua2Compressor], passages: list[Scor
     c32 = comps["float32"]
     tok = c32.tagger().tokenizer
     ids, offs = l2.tokenize(tok, texts)
-    width = min(c32.max_length, int(c32.tagger().meta["max_length"]))  # as score_words
-    p32 = l2.token_probs(c32.tagger(), ids, width, c32.stride, c32.batch_size)
+    win = Windows.parse(c32.windows, WINDOWS)
+    width = min(win.tokens, int(c32.tagger().meta["max_length"]))  # as score_words
+    p32 = l2.token_probs(c32.tagger(), ids, width, win.overlap, win.batch_size)
     # every MiniLM token but [UNK] (llmlingua skips it): (passage, first char, id, fp32 prob)
     flat = [(k, int(o[0]), int(i), float(q)) for k, (ii, oo, pp) in enumerate(zip(ids, offs, p32))
             for i, o, q in zip(ii, oo, pp) if i != tok.unk_token_id]
@@ -431,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     counter = TokenCounter(load_tokenizer(args.decoder), args.decoder)
-    comps = {d: LLMLingua2Compressor(budget=args.rate, dtype=d) for d in ("auto", "float32")}
+    comps = {d: LLMLingua2Compressor(budget=args.rate, placement={"dtype": d}) for d in ("auto", "float32")}
     for c in comps.values():
         c.bind(counter)
         c.prepare()

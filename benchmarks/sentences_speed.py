@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = [(d, b) for d in dtypes for b in sizes]
     comps = {}
     for d, b in configs:
-        c = SentenceCompressor(budget=RATE, device="cpu", dtype=d, batch_size=b)
+        c = SentenceCompressor(budget=RATE, placement={"device": "cpu", "dtype": d}, batch_size=b)
         c.bind(counter)
         c.prepare()
         comps[(d, b)] = c

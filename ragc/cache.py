@@ -1,26 +1,11 @@
-"""Content-addressed on-disk cache of compressed segments.
+"""Content-addressed on-disk cache of compressed segments (entry format: ``docs/formats.md``).
 
-A compressed segment (soft embeddings, a token mask, kept text) depends only on the
-segment's text, the compressor and its configuration, and the model ids involved, so it
-can be computed once and reused by every later query that retrieves the same passage
-(CompLLM's "compressed segments are cacheable", xRAG's "offline document embeddings").
-
-Layout: ``<root>/<key[:2]>/<key>.seg``, one file per entry::
-
-    b"RAGCSEG1" | u64 header length | header JSON | payload
-
-The header holds the value kind (``"tensors"`` = a safetensors blob, ``"text"`` = UTF-8),
-the payload size and its SHA-256. A read that finds a bad magic, a short file or a
-checksum mismatch drops the entry, counts it in :attr:`CacheStats.corrupt`, warns, and
-reports a miss, so the value is recomputed. Writes go to a temporary file in the same
-directory and are renamed into place (atomic on POSIX), so readers never see a partial
-entry and several processes can fill one cache at once (the same key always maps to the
-same bytes, so the last rename wins harmlessly). A hit refreshes the file's mtime, and
-eviction deletes the least recently used entries once the total size passes
-``max_bytes`` (one process evicts at a time, under a lock file).
-
-A cache that cannot be written (read-only directory, full disk) is bypassed with one
-warning: values are still computed and returned, they are just not stored.
+A compressed segment (soft embeddings, word scores, kept text) depends only on the segment's
+text, the compressor and its configuration, and the model ids involved, so it is computed
+once and reused by every later query that retrieves the same passage. Entries are
+checksummed (a corrupted one is dropped and recomputed), written atomically (several
+processes can fill one cache), and evicted least recently used past ``max_bytes``. A cache
+that cannot be written is bypassed with one warning: values are still returned.
 """
 
 from __future__ import annotations
@@ -40,6 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from ragc.errors import InvalidArgumentError
+from ragc.paths import segments_dir
+from ragc.validate import check_int
 
 if TYPE_CHECKING:
     import torch
@@ -114,12 +101,6 @@ def segment_key(
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def default_cache_root() -> Path:
-    from ragc.paths import segments_dir
-
-    return segments_dir()
-
-
 _DEFAULTS: dict[Path, SegmentCache] = {}
 _DEFAULTS_LOCK = threading.Lock()
 
@@ -130,7 +111,7 @@ def default_cache(root: str | Path | None = None) -> SegmentCache:
     Components that were not given a cache (by the pipeline, or ``use_cache``) share this
     one, so one process keeps one set of counters and one size estimate per folder.
     """
-    path = (Path(root).expanduser() if root is not None else default_cache_root()).resolve()
+    path = (Path(root).expanduser() if root is not None else segments_dir()).resolve()
     with _DEFAULTS_LOCK:
         if path not in _DEFAULTS:
             _DEFAULTS[path] = SegmentCache(path)
@@ -149,9 +130,8 @@ class SegmentCache:
     def __init__(
         self, root: str | Path | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES, enabled: bool = True
     ) -> None:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
-            raise InvalidArgumentError(f"max_bytes must be a positive integer, got {max_bytes!r}.")
-        self.root = Path(root).expanduser() if root is not None else default_cache_root()
+        check_int("max_bytes", max_bytes, minimum=1)
+        self.root = Path(root).expanduser() if root is not None else segments_dir()
         self.max_bytes = max_bytes
         self.enabled = enabled
         self.stats = CacheStats()
@@ -283,13 +263,14 @@ class SegmentCache:
         return out
 
     # ------------------------------------------------------------------ maintenance
-    def entries(self) -> Iterator[os.DirEntry[str]]:
+    def entries(self, temporary: bool = False) -> Iterator[os.DirEntry[str]]:
+        """The entry files on disk (with ``temporary``, also the temp files of writes under way)."""
         if not self.root.is_dir():
             return
         for shard in os.scandir(self.root):
             if shard.is_dir() and len(shard.name) == 2:
                 for entry in os.scandir(shard.path):
-                    if entry.name.endswith(SUFFIX) and not entry.name.startswith(".tmp-"):
+                    if entry.name.endswith(SUFFIX) and (temporary or not entry.name.startswith(".tmp-")):
                         yield entry
 
     def info(self) -> dict[str, Any]:
@@ -310,15 +291,10 @@ class SegmentCache:
     def clear(self) -> int:
         """Delete every entry (and stale temporary files); return how many entries were removed."""
         removed = 0
-        if not self.root.is_dir():
-            return 0
-        for shard in os.scandir(self.root):
-            if shard.is_dir() and len(shard.name) == 2:
-                for entry in os.scandir(shard.path):
-                    if entry.name.endswith(SUFFIX):
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(entry.path)
-                            removed += not entry.name.startswith(".tmp-")
+        for entry in self.entries(temporary=True):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += not entry.name.startswith(".tmp-")
         with self._lock:
             self._size = 0
         return removed

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from ragc import registry
-from ragc.errors import ConfigError, InvalidArgumentError
+from ragc.errors import ConfigError
 from ragc.settings import known_params
+from ragc.validate import check_int
 
 TOP_LEVEL = ("retriever", "compressor", "decoder", "kv_policy", "placement", "segment_cache", "k")
 #: The base class each kind's components subclass (checked when an instance is given).
@@ -131,8 +132,7 @@ class PipelineConfig:
     k: int = 5
 
     def __post_init__(self) -> None:
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k <= 0:
-            raise InvalidArgumentError(f"k must be a positive integer, got {self.k!r}.")
+        check_int("k", self.k, minimum=1)
         for key in ("placement", "segment_cache"):
             value = getattr(self, key)
             if value is not None and not isinstance(value, dict):

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ragc.errors import CorpusReadError, EmptyCorpusError, InvalidArgumentError
+from ragc.io import write_atomic
 from ragc.text import split_sentences
 from ragc.types import Passage
+from ragc.validate import check_int
 
 TABLE_DELIMITERS = {".csv": ",", ".tsv": "\t"}
 TEXT_SUFFIXES = (".txt", ".md")
@@ -80,8 +82,7 @@ def load_corpus(
             extension, a missing text field or a duplicate id.
         EmptyCorpusError: no passage has any non-whitespace text.
     """
-    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
-        raise InvalidArgumentError(f"max_chars must be a positive int, got {max_chars!r}.")
+    check_int("max_chars", max_chars, minimum=1)
     path = Path(path)
     if not path.exists():
         raise CorpusReadError(
@@ -162,10 +163,7 @@ def save_jsonl(passages: Iterable[Passage], path: str | Path) -> Path:
                 "Convert values to str, int, float, bool, list or dict."
             ) from e
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, "".join(line + "\n" for line in lines))
 
 
 def _collect(records: Iterator[_Record], path: Path, unit: str) -> list[Passage]:

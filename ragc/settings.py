@@ -30,15 +30,19 @@ class Settings:
     flat_keys: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
-    def parse(cls: type[S], value: Any) -> S:
-        """``value`` as this type: an instance, a mapping of fields, a shorthand string or ``None``
-        (the defaults)."""
+    def parse(cls: type[S], value: Any, base: S | None = None) -> S:
+        """``value`` as this type: an instance, a mapping of fields, a shorthand string or ``None``.
+
+        Fields the value leaves out come from ``base`` (a component's own defaults), else
+        from the class defaults.
+        """
         if isinstance(value, cls):
             return value
+        start = base if base is not None else cls()
         if value is None:
-            return cls()
+            return start
         if isinstance(value, str) and cls.shorthand:
-            return cls(**{cls.shorthand: value})
+            return dataclasses.replace(start, **{cls.shorthand: value})  # type: ignore[type-var]
         if isinstance(value, Mapping):
             names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
             unknown = sorted(set(value) - set(names))
@@ -47,7 +51,7 @@ class Settings:
                     f"Unknown {cls.__name__} setting(s) {', '.join(map(str, unknown))}; "
                     f"valid: {', '.join(names)}."
                 )
-            return cls(**value)
+            return dataclasses.replace(start, **value)  # type: ignore[type-var]
         short = f", a {cls.shorthand} name" if cls.shorthand else ""
         raise ConfigError(f"{cls.__name__} must be a mapping of its settings{short}; got {value!r}.")
 

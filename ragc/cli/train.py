@@ -26,7 +26,7 @@ TRAINERS = {
 
 
 #: Short flags of earlier versions, still accepted.
-ALIASES = {
+ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
     "llmlingua2": {"trained_layers": ("--layers",)},
     "xrag": {"stage1_paragraphs": ("--stage1",), "stage2_questions": ("--stage2",)},
 }

@@ -26,7 +26,7 @@ from ragc.compressors.tagger import (
     tokenize,
     word_means,
 )
-from ragc.compressors.token_scoring import TokenScoringCompressor, Words
+from ragc.compressors.token_scoring import TokenScoringCompressor, Windows, Words
 from ragc.device import Placement
 from ragc.errors import InvalidArgumentError
 from ragc.settings import Settings
@@ -34,6 +34,9 @@ from ragc.types import Scored
 from ragc.validate import check_int, check_text
 
 __all__ = ["BackboneMismatchError", "LLMLingua2Compressor"]
+
+#: The encoder's windows: its full 512 positions, a quarter shared, 16 per forward.
+WINDOWS = Windows(tokens=512, overlap=128, batch_size=16)
 
 
 @dataclass
@@ -48,35 +51,34 @@ class LLMLingua2Compressor(TokenScoringCompressor):
         weights: ``"packaged"`` (``ragc/data/llmlingua2``) or a folder written by
             ``ragc train llmlingua2``.
         placement: where the encoder runs (default: the pipeline's; ``dtype: auto``).
-        max_length: encoder window in tokens (incl. [CLS] and [SEP]); longer passages are
-            split into windows.
-        stride: tokens shared by consecutive windows (their probabilities are averaged).
-        batch_size: windows per encoder forward.
+        windows: how longer passages are cut (:class:`~ragc.compressors.token_scoring.Windows`):
+            ``tokens`` per encoder window (incl. [CLS] and [SEP], at most 512), ``overlap``
+            shared by consecutive windows (their probabilities are averaged; at most half a
+            window) and ``batch_size`` windows per forward. Default 512, 128, 16.
     """
 
     name: ClassVar[str] = "llmlingua2"
     settings: ClassVar[dict[str, type[Settings]]] = {
         **TokenScoringCompressor.settings,
         "placement": Placement,
+        "windows": Windows,
     }
     weights: str = "packaged"
     placement: Placement | dict[str, Any] | str | None = None
-    max_length: int = 512
-    stride: int = 128
-    batch_size: int = 16
+    windows: Windows | dict[str, Any] = WINDOWS
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_text("weights", self.weights)
         Placement.parse(self.placement)
-        check_int("max_length", self.max_length, minimum=8, maximum=512)
-        most = (self.max_length - 2) // 2
-        if check_int("stride", self.stride, minimum=0) > most:
+        w = self._windows = Windows.parse(self.windows, WINDOWS)
+        check_int("window tokens (max_length)", w.tokens, minimum=8, maximum=512)
+        most = (w.tokens - 2) // 2
+        if w.overlap > most:
             raise InvalidArgumentError(
-                f"stride (window overlap) must be in [0, {most}] for max_length "
-                f"{self.max_length}, got {self.stride}: lower stride with max_length."
+                f"the window overlap (stride) must be in [0, {most}] for {w.tokens}-token windows, "
+                f"got {w.overlap}: lower it with the window length."
             )
-        check_int("batch_size", self.batch_size, minimum=1)
 
     def prepare(self) -> None:
         self.tagger()
@@ -89,9 +91,10 @@ class LLMLingua2Compressor(TokenScoringCompressor):
         self, query: str | None, passages: Sequence[Scored], words: Sequence[Words]
     ) -> list[np.ndarray]:
         tagger = self.tagger()
-        max_length = min(self.max_length, int(tagger.meta["max_length"]))
+        win = self._windows
+        max_length = min(win.tokens, int(tagger.meta["max_length"]))
         ids, offs = tokenize(tagger.tokenizer, [w.text for w in words])
-        probs = token_probs(tagger, ids, max_length, self.stride, self.batch_size)
+        probs = token_probs(tagger, ids, max_length, win.overlap, win.batch_size)
         out = []
         for w, off, p in zip(words, offs, probs):
             first, last = token_words(off, w.spans)

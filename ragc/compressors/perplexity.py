@@ -23,14 +23,16 @@ from typing import Any, ClassVar, Literal, cast
 import numpy as np
 
 from ragc.compressors.base import CacheMode, cache_mode
-from ragc.compressors.token_scoring import TokenScoringCompressor, Words
+from ragc.compressors.token_scoring import TokenScoringCompressor, Windows, Words
 from ragc.device import Placement
 from ragc.errors import EmptyQueryError, InvalidArgumentError
 from ragc.settings import Settings
 from ragc.types import Scored
-from ragc.validate import check_choice, check_int, check_text
+from ragc.validate import check_choice, check_text
 
 Pooling = Literal["max", "mean", "sum"]
+#: LM rows: long windows (the scorer reads the passage as text, not as a question), 4 per forward.
+WINDOWS = Windows(tokens=1024, overlap=128, batch_size=4)
 _HEAD_CHUNK = 256  # rows of (chunk, vocab) logits materialised at once (~150 MB for Qwen)
 
 
@@ -132,9 +134,10 @@ class PerplexityCompressor(TokenScoringCompressor):
         placement: where the LM runs (default: the pipeline's; ``dtype: auto``). With the
             decoder's model and placement, both read one copy of the weights.
         pooling: how the scores of a word's tokens become its score (``max``, ``mean``, ``sum``).
-        batch_size: LM rows (passage windows) per forward pass.
-        max_length: passage tokens per window (the condition prefix comes on top).
-        overlap: passage tokens a window repeats from the one before, as context only.
+        windows: how longer passages are cut (:class:`~ragc.compressors.token_scoring.Windows`):
+            ``tokens`` of passage per LM row (the condition prefix comes on top), ``overlap``
+            tokens a window repeats from the one before as context only, ``batch_size`` rows
+            per forward. Default 1024, 128, 4.
         cache: ``"off"``; ``"on"`` reuses each passage's word scores through the segment
             cache (keyed by passage text, scorer settings, LM and, for the contrastive
             scorer, the question), so a passage retrieved again, or compressed again at
@@ -146,13 +149,12 @@ class PerplexityCompressor(TokenScoringCompressor):
     settings: ClassVar[dict[str, type[Settings]]] = {
         **TokenScoringCompressor.settings,
         "placement": Placement,
+        "windows": Windows,
     }
     model: str = "qwen2.5-0.5b"
     placement: Placement | dict[str, Any] | str | None = None
     pooling: Pooling = "max"
-    batch_size: int = 4
-    max_length: int = 1024
-    overlap: int = 128
+    windows: Windows | dict[str, Any] = WINDOWS
     cache: CacheMode | bool = "off"
 
     def __post_init__(self) -> None:
@@ -161,13 +163,7 @@ class PerplexityCompressor(TokenScoringCompressor):
         Placement.parse(self.placement)
         self.cache = cache_mode(self.cache)
         check_choice("pooling", self.pooling, ("max", "mean", "sum"))
-        check_int("batch_size", self.batch_size, minimum=1)
-        check_int("max_length", self.max_length, minimum=2)
-        if check_int("overlap", self.overlap, minimum=0) >= self.max_length:
-            raise InvalidArgumentError(
-                f"overlap must be in [0, max_length={self.max_length}), got {self.overlap}; "
-                "lower overlap or raise max_length."
-            )
+        self._windows = Windows.parse(self.windows, WINDOWS)
 
     def prepare(self) -> None:
         self._lm()
@@ -199,8 +195,8 @@ class PerplexityCompressor(TokenScoringCompressor):
 
         settings = {
             "pooling": self.pooling,
-            "max_length": self.max_length,
-            "overlap": self.overlap,
+            "max_length": self._windows.tokens,
+            "overlap": self._windows.overlap,
             "dtype": self.where.dtype,
             "question": query if self.needs_query else None,
         }
@@ -234,12 +230,12 @@ class PerplexityCompressor(TokenScoringCompressor):
         conditions = [self._conditions(tok, q) for q in questions]  # per text: prefix ids per run
         rows: list[tuple[list[int], int]] = []
         for ids, prefixes in zip(enc["input_ids"], conditions):
-            for start, end, first in windows(len(ids), self.max_length, self.overlap):
+            for start, end, first in windows(len(ids), self._windows.tokens, self._windows.overlap):
                 rows.extend((p + ids[start:end], end - first) for p in prefixes)
         nll = iter(self._nll(rows))
         out = []
         for ids, offs, prefixes, sp in zip(enc["input_ids"], enc["offset_mapping"], conditions, spans):
-            n_win = len(windows(len(ids), self.max_length, self.overlap))
+            n_win = len(windows(len(ids), self._windows.tokens, self._windows.overlap))
             # rows were laid out window-major, condition-minor: regroup per condition.
             per_window = [[next(nll) for _ in prefixes] for _ in range(n_win)]
             runs = [np.concatenate([w[c] for w in per_window]) for c in range(len(prefixes))]
@@ -258,8 +254,9 @@ class PerplexityCompressor(TokenScoringCompressor):
         order = sorted(range(len(rows)), key=lambda r: -len(rows[r][0]))
         out: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(rows)
         with torch.inference_mode():
-            for i in range(0, len(order), self.batch_size):
-                idx = [r for r in order[i : i + self.batch_size] if rows[r][1] > 0]
+            step = self._windows.batch_size
+            for i in range(0, len(order), step):
+                idx = [r for r in order[i : i + step] if rows[r][1] > 0]
                 if idx:
                     for r, v in zip(idx, _batch_nll(lm, [rows[r] for r in idx], pad_id)):
                         out[r] = v

@@ -172,6 +172,39 @@ class Units(Settings):
         return out
 
 
+@dataclass(frozen=True)
+class Windows(Settings):
+    """How a model reads passages longer than it can take at once.
+
+    Parameters:
+        tokens: passage tokens per window.
+        overlap: tokens a window shares with the one before (how a method uses them is its
+            own: LLMLingua-2 averages both windows' predictions, the LM scorers read them as
+            context only).
+        batch_size: windows per model forward.
+    """
+
+    flat_keys: ClassVar[dict[str, str]] = {
+        "max_length": "tokens",
+        "stride": "overlap",
+        "overlap": "overlap",
+        "batch_size": "batch_size",
+    }
+    tokens: int = 512
+    overlap: int = 128
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        check_int("window tokens (max_length)", self.tokens, minimum=2)
+        check_int("window overlap", self.overlap, minimum=0)
+        check_int("batch_size", self.batch_size, minimum=1)
+        if self.overlap >= self.tokens:
+            raise InvalidArgumentError(
+                f"window overlap must be below the window length ({self.tokens} tokens), got {self.overlap}; "
+                "lower overlap or raise max_length."
+            )
+
+
 @dataclass
 class TokenScoringCompressor(Compressor):
     """Base of word-level extractive compressors (see module doc).

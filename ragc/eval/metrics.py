@@ -14,6 +14,8 @@ import string
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from ragc.validate import check_int
+
 _PUNCT = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 
@@ -75,8 +77,7 @@ def answer_contained(prediction: str, golds: Sequence[str]) -> bool:
 
 def recall_at_k(retrieved_ids: Sequence[str], gold_id: str, k: int) -> float:
     """1.0 if ``gold_id`` is among the first ``k`` retrieved ids, else 0.0."""
-    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-        raise ValueError(f"k must be a positive integer, got {k!r}.")
+    check_int("k", k, minimum=1)
     return float(gold_id in retrieved_ids[:k])
 
 

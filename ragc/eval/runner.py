@@ -10,15 +10,9 @@ are cached for all runs under ``cache_dir()/indexes/<key>``.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,7 +20,7 @@ from typing import Any, Protocol
 from tqdm import tqdm
 
 from ragc.datasets import OpenDomainQA, QAExample, load_dataset, sample_examples
-from ragc.errors import ConfigError, IndexNotFoundError, InvalidArgumentError, RagcError
+from ragc.errors import ConfigError, InvalidArgumentError, RagcError
 from ragc.eval.metrics import (
     answer_contained,
     answer_kept,
@@ -36,9 +30,10 @@ from ragc.eval.metrics import (
     mean_percent,
     recall_at_k,
 )
-from ragc.models import cache_dir
-from ragc.retrievers.base import FORMAT_VERSION, MANIFEST
+from ragc.eval.retrieval import Retrieved, retrieve_all
+from ragc.io import write_atomic
 from ragc.types import Answer, Passage, Scored
+from ragc.validate import check_int
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +85,10 @@ class EvalSpec:
         if not self.name.strip():
             raise InvalidArgumentError("EvalSpec.name is empty; give the run a name.")
         ks = tuple(self.recall_ks)
-        if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k <= 0 for k in ks):
-            raise InvalidArgumentError(f"recall_ks must be positive integers, got {self.recall_ks!r}.")
+        if not ks:
+            raise InvalidArgumentError("recall_ks must list at least one cut-off.")
+        for k in ks:
+            check_int("recall_ks", k, minimum=1)
         object.__setattr__(self, "recall_ks", tuple(sorted(set(ks))))
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,19 +144,6 @@ def _jsonable(value: Any) -> Any:
         raise ConfigError(f"Eval specs and pipeline configs must be JSON-serialisable: {e}.") from e
 
 
-def _digest(payload: Any, length: int = 24) -> str:
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a unique temp file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted(set(old) | set(new))
@@ -181,90 +165,6 @@ def _check_or_record(run_dir: Path, key: str, value: Any) -> None:
     if key not in stored:
         stored[key] = new
         write_atomic(path, json.dumps(stored, indent=2, sort_keys=True) + "\n")
-
-
-# -- indexing and retrieval ----------------------------------------------------------
-def _retriever_identity(retriever: Any) -> dict[str, Any]:
-    return {"name": getattr(retriever, "name", type(retriever).__name__), "config": retriever.config()}
-
-
-def ensure_index(pipeline: EvalPipeline, data: OpenDomainQA) -> Path:
-    """Load the pipeline retriever's index of ``data.corpus`` from the cache, or build it.
-
-    The cache key hashes the retriever's name and config, the index format and the
-    corpus content, so a changed model or corpus builds a new index.
-    """
-    retriever = pipeline.retriever
-    key = _digest({**_retriever_identity(retriever), "format": FORMAT_VERSION, "corpus": data.fingerprint()})
-    target = cache_dir() / "indexes" / key
-    with contextlib.suppress(IndexNotFoundError):  # not built yet: build it below
-        retriever.load(target)
-        return target
-    pipeline.index(data.corpus)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not (target / MANIFEST).is_file():  # a folder without a manifest is a torn copy
-        shutil.rmtree(target, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}-"))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
-    try:
-        retriever.save(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not (target / MANIFEST).is_file():  # not a concurrent run that won the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-@dataclass(frozen=True)
-class _Retrieved:
-    hits: dict[str, list[Scored]]  # qid -> candidates, best first
-    seconds: dict[str, float]  # qid -> its share of the batch retrieval time
-
-
-def _read_retrieval(path: Path, data: OpenDomainQA, qids: Iterable[str]) -> _Retrieved | None:
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    rows = {r["qid"]: r for r in map(json.loads, filter(str.strip, lines))}
-    if any(q not in rows for q in qids):
-        return None
-    by_id = data.passage_index()
-    hits = {
-        q: [Scored(by_id[i], float(s), n) for n, (i, s) in enumerate(zip(r["ids"], r["scores"], strict=True))]
-        for q, r in rows.items()
-    }
-    return _Retrieved(hits, {q: float(r["retrieve_s"]) for q, r in rows.items()})
-
-
-def retrieve_all(
-    pipeline: EvalPipeline, data: OpenDomainQA, examples: Sequence[QAExample], depth: int, run_dir: Path
-) -> _Retrieved:
-    """Top-``depth`` candidates of every example, from the run's cache or one batch call.
-
-    The cache file is keyed by the retriever (name, config, pipeline config), the corpus
-    and ``depth``; the batch time is split evenly over the questions.
-    """
-    if pipeline.retriever is None:
-        return _Retrieved({}, {})
-    ident = {**_retriever_identity(pipeline.retriever), "pipeline": pipeline.config.get("retriever")}
-    key = _digest({**ident, "corpus": data.fingerprint(), "depth": depth}, 16)
-    path = run_dir / f"retrieval-{key}.jsonl"
-    cached = _read_retrieval(path, data, [ex.qid for ex in examples])
-    if cached is not None:
-        return cached
-    ensure_index(pipeline, data)
-    start = time.perf_counter()
-    results = pipeline.retrieve_batch([ex.question for ex in examples], k=depth)
-    per_query = (time.perf_counter() - start) / max(len(examples), 1)
-    hits = {ex.qid: r for ex, r in zip(examples, results, strict=True)}
-    write_atomic(path, "".join(_retrieval_line(q, r, per_query) for q, r in hits.items()))
-    return _Retrieved(hits, dict.fromkeys(hits, per_query))
-
-
-def _retrieval_line(qid: str, hits: Sequence[Scored], seconds: float) -> str:
-    ids, scores = [s.passage.id for s in hits], [s.score for s in hits]
-    return json.dumps({"qid": qid, "ids": ids, "scores": scores, "retrieve_s": seconds}) + "\n"
 
 
 # -- predictions ---------------------------------------------------------------------
@@ -328,7 +228,7 @@ def prediction_row(
 
 
 def _answer_all(
-    pipeline: EvalPipeline, todo: Sequence[QAExample], retrieved: _Retrieved, spec: EvalSpec, run_dir: Path
+    pipeline: EvalPipeline, todo: Sequence[QAExample], retrieved: Retrieved, spec: EvalSpec, run_dir: Path
 ) -> None:
     ks = None if pipeline.retriever is None else spec.recall_ks  # closed-book: no recall
     bar = tqdm(total=len(todo), desc=spec.name, unit="q")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ragc.errors import InvalidArgumentError
+from ragc.validate import check_int
 
 METRICS = ("em", "f1", "contained")
 
@@ -84,8 +85,7 @@ def paired_bootstrap(
         raise InvalidArgumentError("paired_bootstrap needs at least one question.")
     if not np.isfinite(x).all() or not np.isfinite(y).all():
         raise InvalidArgumentError("paired scores must be finite numbers.")
-    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 100:
-        raise InvalidArgumentError(f"resamples must be an integer >= 100, got {resamples!r}.")
+    check_int("resamples", resamples, minimum=100)
     if not 0 < confidence < 1:
         raise InvalidArgumentError(f"confidence must be in (0, 1), got {confidence!r}.")
     d = y - x

@@ -33,6 +33,7 @@ from ragc.errors import (
 )
 from ragc.io import write_atomic, write_json
 from ragc.types import Passage, Scored
+from ragc.validate import check_int
 
 MANIFEST = "manifest.json"
 PASSAGES = "passages.jsonl"
@@ -46,9 +47,7 @@ def check_query(query: str) -> str:
 
 
 def check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-        raise InvalidArgumentError(f"k must be a positive integer, got {k!r}.")
-    return k
+    return check_int("k", k, minimum=1)
 
 
 def check_passages(passages: Sequence[Passage]) -> list[Passage]:

@@ -28,7 +28,9 @@ from tqdm import tqdm
 
 from ragc.compressors.perplexity import PerplexityCompressor
 from ragc.errors import InvalidArgumentError, RagcError
+from ragc.io import write_atomic
 from ragc.text import word_spans
+from ragc.validate import check_int
 
 Item = tuple[str, str, str]  # (id, paragraph text, question or "")
 
@@ -67,10 +69,7 @@ def squad_train_items(n: int, seed: int) -> list[Item]:
     from ragc.datasets import load_squad
 
     data = load_squad("train")
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= len(data.corpus):
-        raise InvalidArgumentError(
-            f"n must be an integer in [1, {len(data.corpus)}] (SQuAD train paragraphs), got {n!r}."
-        )
+    check_int("n (SQuAD train paragraphs)", n, minimum=1, maximum=len(data.corpus))
     questions: dict[str, list[str]] = {}
     for ex in data.examples:
         questions.setdefault(ex.gold_passage_id, []).append(ex.question)
@@ -334,10 +333,4 @@ def squad_qa_relabel(rows: Sequence[LabelRow], *, keep_rate: float = 0.4) -> lis
 
 def write_labels(rows: Sequence[LabelRow], path: Path) -> Path:
     """Write ``rows`` as a labels JSONL (atomically: temp file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
+    return write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ragc.errors import InvalidArgumentError
+from ragc.io import write_with
 from ragc.types import CompressedContext
 
 
@@ -261,9 +262,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` atomically (temp file, then rename)."""
     import torch
 
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    write_with(path, lambda tmp: torch.save(state, tmp))
 
 
 def optimise(

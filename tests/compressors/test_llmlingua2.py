@@ -179,7 +179,9 @@ def test_cjk_emoji_and_mixed_scripts_get_a_probability_per_word(comp: LLMLingua2
 def test_long_passage_is_windowed_and_every_word_scored(comp: LLMLingua2Compressor) -> None:
     rng = random.Random(5)
     text = " ".join(sentence(rng, NAMES, CITIES, TEMPLATES) for _ in range(250))  # ~3k words
-    c = LLMLingua2Compressor(weights=comp.weights, placement="cpu", max_length=128, stride=32, batch_size=8)
+    c = LLMLingua2Compressor(
+        weights=comp.weights, placement="cpu", windows={"tokens": 128, "overlap": 32, "batch_size": 8}
+    )
     c.bind(comp.counter)
     s = scores_of(c, [text])[0]
     assert len(s) == len(word_spans(text)) > 2900
@@ -269,7 +271,8 @@ def test_missing_packaged_weights_say_how_to_train(
 def test_invalid_settings_and_labels(tmp_path: Path) -> None:
     from ragc.training.llmlingua2 import read_items
 
-    for bad in ({"max_length": 4}, {"stride": 300}, {"batch_size": 0}, {"weights": ""}):
+    bads = [{"windows": {"tokens": 4}}, {"windows": {"overlap": 300}}, {"windows": {"batch_size": 0}}]
+    for bad in [*bads, {"weights": ""}]:
         with pytest.raises(InvalidArgumentError):
             LLMLingua2Compressor(**bad)  # type: ignore[arg-type]
     from ragc.training.llmlingua2 import LLMLingua2TrainConfig

@@ -79,7 +79,7 @@ def test_windows_tile_the_passage() -> None:
 
 
 def test_windowed_scores_match_unwindowed(self_info: PerplexityCompressor) -> None:
-    small = PerplexityCompressor(**SMOL, max_length=32, overlap=8)  # type: ignore[arg-type]
+    small = PerplexityCompressor(**SMOL, windows={"tokens": 32, "overlap": 8})  # type: ignore[arg-type]
     spans = word_spans(LONG)
     full = self_info.score_texts([LONG], [spans], [None])[0]
     win = small.score_texts([LONG], [spans], [None])[0]
@@ -144,9 +144,9 @@ def test_invalid_fields() -> None:
     with pytest.raises(InvalidArgumentError, match="pooling"):
         PerplexityCompressor(pooling="median")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="overlap"):
-        PerplexityCompressor(max_length=32)  # default overlap 128 does not fit
+        PerplexityCompressor(windows={"tokens": 32})  # the default overlap of 128 does not fit
     with pytest.raises(InvalidArgumentError, match="batch_size"):
-        PerplexityCompressor(batch_size=0)
+        PerplexityCompressor(windows={"batch_size": 0})
     assert ContrastivePerplexityCompressor.needs_query and not PerplexityCompressor.needs_query
 
 
