@@ -115,6 +115,23 @@ def _base(kind: str) -> type | None:
     return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
 
 
+def read_mapping(path: Path) -> dict[str, Any]:
+    """The mapping a YAML (or JSON) file holds; an empty file is an empty mapping."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ConfigError(f"Config file {path} does not exist.") from e
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"Could not read config {path}: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings, got {type(data).__name__}.")
+    return data
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """Retriever (``None`` = closed book), compressor, decoder, KV policy, placement, segment
@@ -170,16 +187,7 @@ class PipelineConfig:
             raise ConfigError(
                 f"A pipeline config is a mapping, a YAML/JSON file path or a PipelineConfig, got {source!r}."
             )
-        import yaml
-
-        path = Path(source)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as e:
-            raise ConfigError(f"Config file {path} does not exist.") from e
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-            raise ConfigError(f"Could not read config {path}: {e}") from e
-        return cls.from_dict(data or {})
+        return cls.from_dict(read_mapping(Path(source)))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

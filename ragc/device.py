@@ -111,7 +111,7 @@ class Placed:
     supplied one, else the component's ``default_placement``, else ``auto``.
     """
 
-    placement: Any
+    placement: Any = None
     default_placement: ClassVar[Placement] = Placement()
     _supplied: Placement | None = None
 

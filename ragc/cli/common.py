@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import re
 import types
 import typing
@@ -12,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ragc.config import read_mapping
 from ragc.errors import ConfigError
 from ragc.types import Answer
 
@@ -134,7 +134,8 @@ def add_config_arguments(
         flags = ["--" + f.name.replace("_", "-"), *(aliases or {}).get(f.name, ())]
         default = f.default if f.default is not dataclasses.MISSING else None
         kind, choices = _flag_type(hints[f.name])
-        text = f"{helps.get(f.name, '')} (default: {_shown(default)})"
+        shown = "required" if default == "" else f"default: {_shown(default)}"
+        text = f"{helps.get(f.name, '')} ({shown})"
         if kind is bool:
             on_off = argparse.BooleanOptionalAction
             p.add_argument(*flags, dest=f.name, action=on_off, default=None, help=text)
@@ -146,7 +147,7 @@ def config_from_args(cls: type, args: argparse.Namespace) -> Any:
     """An instance of ``cls``: ``--config FILE`` (YAML/JSON) first, then every flag given."""
     values: dict[str, Any] = {}
     if getattr(args, "train_config", None):
-        values = _read_mapping(Path(args.train_config))
+        values = read_mapping(Path(args.train_config))
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
@@ -185,21 +186,3 @@ def _shown(value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value)
     return str(value)
-
-
-def _read_mapping(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise ConfigError(f"Config file {path} does not exist.") from e
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(f"Could not read {path}: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of settings, got {type(data).__name__}.")
-    return data
-
-
-def dump(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from ragc.cli.common import add_pipeline_args, pipeline_config
+from ragc.errors import MissingDependencyError
 
 
 def register(sub: Any) -> None:
@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from ragc.eval.report import format_table, markdown_report, plot
+    from ragc.eval.report import command_line, format_table, markdown_report, plot
     from ragc.eval.runner import EvalSpec, run_eval
     from ragc.io import write_atomic
 
@@ -45,14 +45,20 @@ def run_eval(args: argparse.Namespace) -> int:
     spec = EvalSpec(name=name, pipeline=cfg, n_questions=args.n, seed=args.seed)
     run_dir = Path(args.run_dir or f"runs/{name}")
     summary = run_eval(spec, run_dir)
-    command = "ragc " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    plot([summary], run_dir / "plot.png")
+    command = command_line("ragc", sys.argv[1:])
+    image: str | None = "plot.png"
+    try:
+        plot([summary], run_dir / "plot.png")
+    except MissingDependencyError as e:  # the run's results stand; only the picture is missing
+        print(f"ragc: note: no plot.png: {e}", file=sys.stderr)
+        image = None
     report = markdown_report(
-        [summary], f"ragc eval: {name}", command, [f"pipeline: `{json.dumps(cfg)}`"], image="plot.png"
+        [summary], f"ragc eval: {name}", command, [f"pipeline: `{json.dumps(cfg)}`"], image=image
     )
     write_atomic(run_dir / "report.md", report)
     print(format_table([summary]))
-    print(f"[ragc] predictions.jsonl, summary.json, report.md and plot.png in {run_dir}")
+    written = "report.md and plot.png" if image else "report.md"
+    print(f"[ragc] predictions.jsonl, summary.json, {written} in {run_dir}")
     return 0
 
 

@@ -7,21 +7,18 @@ off, the same model instance is the plain decoder (training uses that to distil)
 
 Residual start (format ``ragc-compllm/2``): concept ``j`` of a segment is the mean of the
 input embeddings of its ``j``-th contiguous token group *plus* ``head(h_j)``, and the head
-starts at zero. The decoder then reads pooled text from the first training step (on
-qwen2.5-0.5b, 40 SQuAD train questions: answer cross-entropy 3.24 from 2x mean-pooled
-embeddings vs 3.64 closed-book and 0.70 full text) and training learns the corrections,
-instead of having to discover from placeholder states what the segment said.
+starts at zero, so the decoder reads pooled text from the first training step and training
+learns the corrections, instead of having to discover from placeholder states what the
+segment said.
 
 Scaled head (format ``ragc-compllm/3``): the head's output is multiplied by the fixed
 ``head_scale = rms(input embeddings) / (gain x sqrt(d_model))`` (``gain``: the final norm's
 mean weight), stored in the config. The head reads final hidden states whose entries are
-~15x larger than the embeddings' (SmolLM2: RMS 2.1 vs 0.14), and Adam moves every weight of
-a zero-initialised ``d x d`` head by about ``lr`` per step, so with ``head_scale`` 1 (format
-/2) one step already made the correction larger than the pooled term: trained SmolLM2
-concepts had norm ~55 where token embeddings have ~3, the decoder read them as noise, and a
-passage's own concepts explained its answer no better than another passage's. With the scale,
-a steady gradient needs tens of steps to make the correction as large as the pooled term.
-Formats ``ragc-compllm/1`` (no pooled term, scaled-identity head) and /2 still load.
+far larger than the embeddings', and Adam moves every weight of a zero-initialised ``d x d``
+head by about ``lr`` per step; unscaled (format /2), one step made the correction larger
+than the pooled term. With the scale, a steady gradient needs tens of steps to get there.
+Formats ``ragc-compllm/1`` (no pooled term, scaled-identity head) and /2 still load; the
+measurements behind both choices are in ``docs/training.md``.
 
 Artefact: ``config.json`` (``format``, ``decoder``, sizes, LoRA rank/alpha/targets,
 ``fingerprint``, training record) and ``weights.safetensors`` (LoRA A/B and head, fp16).

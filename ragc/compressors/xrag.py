@@ -63,8 +63,8 @@ def new_projector(d_in: int, d_model: int, depth: int = 2, output_norm: float | 
 
     With ``output_norm`` (format /2) every output is rescaled to that L2 norm, the typical
     norm of the decoder's own input embeddings: a raw MLP output can sit far off the
-    embedding manifold (7x larger than any qwen2.5 token, 3.5x smaller than a SmolLM2 one),
-    where the decoder does not read it like a token.
+    embedding manifold (much larger or smaller than any token), where the decoder does not
+    read it like a token.
     """
     from torch import nn
 

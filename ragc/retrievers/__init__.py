@@ -1,4 +1,5 @@
-"""Retrievers: dense (sentence-transformers + FAISS), BM25 (bm25s) and hybrid (RRF)."""
+"""Retrievers: dense (sentence-transformers + FAISS), BM25 (bm25s), hybrid (RRF) and oracle
+(fixed passages per query)."""
 
 from __future__ import annotations
 

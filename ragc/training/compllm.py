@@ -10,8 +10,8 @@ cycled over ``rates`` (one artefact serves 2x and 4x). Only the LoRA matrices an
 head get gradients.
 
 Answer tokens are a sparse signal (a few per question) and the frozen decoder can lower
-their loss with a generic prior that ignores the concepts: trained on answers alone, the
-first weights explained answers *worse* than the untrained mean-pooled start. So stage 1
+their loss with a generic prior that ignores the concepts (trained on answers alone, the
+concepts can explain answers worse than the untrained mean-pooled start). So stage 1
 (``recon_steps`` steps, as in ICAE/xRAG) first teaches the concepts to carry their text:
 the decoder reads the concepts of ``recon_segments`` consecutive segments of a SQuAD train
 paragraph and must repeat those tokens word for word (every token is a target); stage 2 is
@@ -21,12 +21,9 @@ Even so, the answer stage alone drifts to that generic prior (a paragraph's own 
 explained its answer no better than another paragraph's, ``benchmarks/compllm_probe.py``).
 So, as for the xRAG projector, a contrast hinge (weight ``contrast_weight``) asks each
 answer to be explained better, by ``contrast_margin`` nats, by its own paragraph's concepts
-than by the previous example's in the batch. It is off by default; the packaged SmolLM2
-weights use it (weight 1, after 40 reconstruction steps). With the unscaled head of format
-/2 no recipe made the concepts specific: the head's correction swamped the pooled term
-(see :mod:`ragc.compressors.concept_encoder`, format /3).
-Seed-reproducible, progress with ETA; an
-interrupted run resumes from ``<out>/checkpoint.pt``.
+than by the previous example's in the batch. It is off by default; each packaged
+artefact's ``config.json`` records the recipe it was trained with (``docs/training.md``).
+Seed-reproducible, progress with ETA; an interrupted run resumes from ``<out>/checkpoint.pt``.
 """
 
 from __future__ import annotations

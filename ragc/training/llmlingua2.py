@@ -8,7 +8,7 @@ where ``words`` are :func:`ragc.text.word_spans` of ``text``. Every MiniLM sub-t
 its word's label (a sub-token covering several words is kept if any of them is); special
 tokens and sub-tokens in no word are ignored by the loss. The head and the top
 ``trained_layers`` encoder layers are trained with AdamW (the rest stays frozen, so the
-saved artefact is small: one MiniLM layer + head is ~3.4 MB in fp16). Passages are split
+saved artefact is small: one MiniLM layer and the head, a few MB in fp16). Passages are split
 into train and held-out sets by text, so no passage is in both.
 """
 

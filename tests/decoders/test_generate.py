@@ -181,7 +181,7 @@ def test_the_dense_policy_changes_nothing(tiny: HFDecoder) -> None:
     from ragc import registry
 
     policy = registry.create("kv_policy", "dense")
-    assert isinstance(policy, DensePolicy) and registry.names("kv_policy") == ["dense"]
+    assert isinstance(policy, DensePolicy) and "dense" in registry.names("kv_policy")
     ctxs = [text_ctx(tiny, "a passage about towers"), None]
     plain = tiny.generate_batch(["when?", "who?"], ctxs)
     with_policy = tiny.generate_batch(["when?", "who?"], ctxs, kv_policy=policy)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).parents[1] / "ragc" / "data"
+DATA = Path(__file__).parents[2] / "ragc" / "data"
 SMOL = ["--decoder", "smollm2-135m"]
 
 

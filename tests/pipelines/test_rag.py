@@ -13,7 +13,7 @@ from ragc.errors import EmptyCorpusError, EmptyQueryError, InvalidArgumentError,
 from ragc.pipelines.rag import Pipeline
 from ragc.types import TextSegment
 
-DATA = Path(__file__).parents[1] / "ragc" / "data"
+DATA = Path(__file__).parents[2] / "ragc" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +69,41 @@ def test_bad_input(pipe: Pipeline) -> None:
         Pipeline.from_config({"retriever": "bm25"}).index([])
     with pytest.raises(NotIndexedError, match="index"):
         Pipeline.from_config({"retriever": "bm25"}).ask("What?")
+
+
+def test_config_wires_kv_policy_placement_and_segment_cache(smollm: HFDecoder, tmp_path: Path) -> None:
+    from ragc.kv import DensePolicy
+
+    cfg = {
+        "retriever": "bm25",
+        "compressor": {"name": "truncate", "budget": 0.5},
+        "decoder": {"name": "hf", "model": "smollm2-135m"},
+        "kv_policy": "dense",
+        "placement": {"device": "cpu"},
+        "segment_cache": {"root": str(tmp_path / "segments")},
+        "k": 2,
+    }
+    p = Pipeline.from_config(cfg)
+    assert isinstance(p.kv_policy, DensePolicy) and p.compressor.segment_cache.root == tmp_path / "segments"
+    assert p.decoder.where.device == "cpu" and p.config["kv_policy"] == {"name": "dense"}
+    p.decoder = smollm
+    p.index(load_corpus(DATA / "demo_corpus.jsonl"))
+    plain = Pipeline(p.retriever, p.compressor, smollm, k=2)
+    q = "Who decoded the bee dance?"
+    assert p.ask(q).text == plain.ask(q).text  # the identity policy changes no answer
+    # Keys at their defaults are left out of the recorded config (older run folders still match).
+    assert "kv_policy" not in Pipeline.from_config({"retriever": None}).config
+
+
+def test_bad_configs_say_what_is_expected() -> None:
+    from ragc.errors import ConfigError
+
+    for bad in (None, [1, 2], 3):
+        with pytest.raises(ConfigError, match="mapping"):
+            Pipeline.from_config(bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="name must be a string"):
+        Pipeline.from_config({"compressor": {"name": 3}})
+    with pytest.raises(ConfigError, match="placement must be a mapping"):
+        Pipeline.from_config({"placement": "cuda"})
+    with pytest.raises(InvalidArgumentError, match="batch_size"):
+        Pipeline.from_config({"retriever": None}).ask_batch(["q?"], batch_size="4")  # type: ignore[arg-type]
