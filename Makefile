@@ -17,8 +17,9 @@ demo: setup
 	$(VENV)/bin/ragc demo
 
 lint: setup
-	$(VENV)/bin/ruff check ragc tests benchmarks
+	$(VENV)/bin/ruff check ragc tests benchmarks scripts
 	$(VENV)/bin/mypy
+	$(PY) scripts/results_index.py --check
 
 test: lint
 	$(PY) -m pytest -q

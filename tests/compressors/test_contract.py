@@ -12,7 +12,7 @@ import pytest
 from ragc import registry
 from ragc.artefacts import packaged_dir
 from ragc.compressors.base import Compressor, UnboundTokenizerError
-from ragc.errors import BudgetError, EmptyQueryError
+from ragc.errors import BudgetError, EmptyQueryError, InvalidArgumentError
 from ragc.tokens import TokenCounter
 from ragc.types import CompressedContext, Passage, Scored, SoftSegment, TextSegment
 
@@ -148,6 +148,16 @@ def test_full_budget_does_what_the_method_declares(compressor: Compressor) -> No
     assert ctx.kept_tokens == ctx.source_tokens and ctx.ratio == 1.0
     big = compressor.compress(QUERY, scored(), 10_000)  # budget above the input
     assert big.kept_tokens == big.source_tokens
+
+
+def test_compress_batch_is_compress_per_query(compressor: Compressor) -> None:
+    one = compressor.compress(QUERY, scored(), 0.33)
+    batch = compressor.compress_batch([QUERY, QUERY], [scored(), scored()[:2]], 0.33)
+    assert len(batch) == 2 and batch[0].kept_tokens == one.kept_tokens
+    assert [s.passage_ids for s in batch[0].segments] == [s.passage_ids for s in one.segments]
+    assert set(batch[1].passage_ids) <= {"volcano", "bees"}
+    with pytest.raises(InvalidArgumentError, match="one passage list per query"):
+        compressor.compress_batch([QUERY], [scored(), scored()])
 
 
 def test_empty_input(compressor: Compressor) -> None:
