@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,10 @@ from tqdm import tqdm
 
 from ragc.datasets import load_dataset, sample_examples
 from ragc.eval.metrics import answer_kept, mean_percent
-from ragc.eval.report import machine_info
-from ragc.eval.runner import PREDICTIONS_FILE, EvalSpec, read_predictions, retrieve_all, write_atomic
+from ragc.eval.report import command_line, machine_info
+from ragc.eval.retrieval import retrieve_all
+from ragc.eval.runner import PREDICTIONS_FILE, EvalSpec, read_predictions
+from ragc.io import write_json
 
 # Runs that read the decoder's own scores (perplexity: minutes per run when its segment
 # cache is cold) are left out unless named with --only.
@@ -83,7 +84,7 @@ def measure_cached(
             return {"kept": saved["kept"], "rate": saved["rate"]}
     got = measure(spec, hits, examples)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps({"key": key, **got}))
+    write_json(path, {"key": key, **got})
     return got
 
 
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{name}: answer kept {rows[-1]['answer_kept']:.1f}%, rate {got['rate']:.3f}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    command = shlex.join(["python", "benchmarks/answer_kept.py", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("python benchmarks/answer_kept.py", sys.argv[1:] if argv is None else argv)
     text = report(rows, command, args.n)
     (args.out / "answer_kept.md").write_text(text, encoding="utf-8")
     print(text)

@@ -20,14 +20,12 @@ the full table is a few hours of CPU, best run in the background.
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-from ragc.eval.report import format_table, markdown_report, plot
-from ragc.eval.runner import SPEC_FILE, EvalSpec, EvalSummary, read_summary, run_eval
+from ragc.eval.report import command_line, format_table, markdown_report, plot
+from ragc.eval.runner import SUMMARY_FILE, EvalSpec, EvalSummary, RunSpecMismatchError, run_eval
 
 DEFAULT_DECODER = "qwen2.5-0.5b"
 DEFAULT_N = 200
@@ -63,15 +61,6 @@ def run_tag(decoder: str, n: int, seed: int) -> str:
     if (decoder, n, seed) == (DEFAULT_DECODER, DEFAULT_N, DEFAULT_SEED):
         return "baseline"
     return f"baseline-{decoder}-n{n}-seed{seed}"
-
-
-def finished_summary(spec: EvalSpec, run_dir: Path) -> EvalSummary | None:
-    """The summary of an earlier, complete run of exactly ``spec`` in ``run_dir``."""
-    spec_file, summary_file = run_dir / SPEC_FILE, run_dir / "summary.json"
-    if not (spec_file.is_file() and summary_file.is_file()):
-        return None
-    recorded = json.loads(spec_file.read_text(encoding="utf-8")).get("spec")
-    return read_summary(summary_file) if recorded == spec.to_dict() else None
 
 
 NOTES = [
@@ -118,10 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = args.runs / tag / spec.name
         if spec.name in only:
             summaries.append(run_eval(spec, run_dir))
-        elif (done := finished_summary(spec, run_dir)) is not None:
-            summaries.append(done)
-    given = sys.argv[1:] if argv is None else argv
-    command = shlex.join(["python", "benchmarks/baseline.py", *given])
+        elif (run_dir / SUMMARY_FILE).is_file():  # finished: run_eval reads it back, answers nothing
+            try:
+                summaries.append(run_eval(spec, run_dir))
+            except RunSpecMismatchError as e:  # a finished run of another spec: not part of this set
+                print(f"Leaving out {spec.name}: {e}", file=sys.stderr)
+    command = command_line("python benchmarks/baseline.py", sys.argv[1:] if argv is None else argv)
     args.out.mkdir(parents=True, exist_ok=True)
     png = plot(summaries, args.out / f"{tag}.png")
     title = f"Baseline: open-domain SQuAD v1.1 dev, {args.n} questions, decoder {args.decoder}"

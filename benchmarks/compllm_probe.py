@@ -22,14 +22,14 @@ A report is written with ``--out FILE``.
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ragc.eval.report import machine_info
+from ragc.artefacts import artefact_dir, read_config, read_weights
+from ragc.compressors.concept_encoder import FORMATS
+from ragc.eval.report import command_line, machine_info
 from ragc.training.compllm import CompLLMTrainConfig, Item, Trainer, recon_windows, squad_examples
 from ragc.training.soft import RECONSTRUCT_QUESTION, Sample, batch_embeds, sample_ce, target_logits
 from ragc.types import CompressedContext, TextSegment
@@ -89,7 +89,7 @@ def recon_ce(trainer: Trainer, examples: Sequence[Any], rate: float, segments: i
 
 def train_config(folder: Path) -> CompLLMTrainConfig:
     """The training config recorded in an artefact (to hold its training data out)."""
-    t = json.loads((folder / "config.json").read_text("utf-8")).get("training", {})
+    t = read_config(folder, FORMATS).get("training", {})
     fields = CompLLMTrainConfig.__dataclass_fields__
     kw: dict[str, Any] = {k: (tuple(v) if k == "rates" else v) for k, v in t.items() if k in fields}
     return CompLLMTrainConfig(**kw)
@@ -98,12 +98,11 @@ def train_config(folder: Path) -> CompLLMTrainConfig:
 def load_into(trainer: Trainer, folder: Path) -> None:
     """Put an artefact's trained LoRA + head into the trainer's concept encoder."""
     import torch
-    from safetensors.torch import load_file
 
-    meta = json.loads((folder / "config.json").read_text("utf-8"))
+    meta = read_config(folder, FORMATS)
     if meta["decoder"] != trainer.cfg.decoder:
         raise SystemExit(f"{folder} is for decoder {meta['decoder']!r}, not {trainer.cfg.decoder!r}")
-    state = load_file(str(folder / "weights.safetensors"))
+    state = read_weights(folder)
     # the artefact's format decides the pooled term and the head's scale (/2: unscaled)
     trainer.concepts.meta = {k: v for k, v in trainer.concepts.meta.items() if k != "head_scale"}
     trainer.concepts.meta.update({k: meta[k] for k in ("format", "head_scale") if k in meta})
@@ -127,10 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.manual_seed(0)
     trainer = Trainer(CompLLMTrainConfig(decoder=args.decoder), device="cpu")
-    folders = []
+    # (row label: the folder as a command line records it, no host path; artefact folder)
+    folders: list[tuple[str, Path]] = []
     for w in (x.strip() for x in args.weights.split(",") if x.strip()):
-        folders.append(Path("ragc/data/compllm") / args.decoder if w == "packaged" else Path(w))
-    configs = [train_config(f) for f in folders]
+        found = artefact_dir("compllm", w, "CompLLM weights", args.decoder)
+        folders.append((command_line("", [str(found)]), found))
+    configs = [train_config(f) for _, f in folders]
     examples = held_out(trainer, configs, args.n, args.seed)
     rows: list[tuple[str, float, float | None, float | None]] = []
 
@@ -140,14 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("no context", mean(answer_ce(trainer, examples, "none", args.rate)), None, None))
     rows.append(("full text", mean(answer_ce(trainer, examples, "text", args.rate)), None, None))
     # The fresh head is zero, so each concept starts as its token group's mean embedding.
-    for name, folder in [("untrained (mean-pooled)", None), *[(str(f), f) for f in folders]]:
+    for name, folder in [("untrained (mean-pooled)", None), *folders]:
         if folder is not None:
             load_into(trainer, folder)
         own = answer_ce(trainer, examples, "concepts", args.rate)
         other = answer_ce(trainer, examples, "other", args.rate)
         rows.append((name, mean(own), mean(recon_ce(trainer, examples, args.rate)), mean(own) - mean(other)))
         print(rows[-1], flush=True)
-    command = shlex.join(["python", "benchmarks/compllm_probe.py", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("python benchmarks/compllm_probe.py", sys.argv[1:] if argv is None else argv)
     lines = [
         f"# CompLLM probe: {args.decoder}, rate {args.rate:g}, "
         f"{len(examples)} held-out SQuAD train questions",

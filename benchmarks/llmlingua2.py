@@ -15,30 +15,27 @@ sentences verbatim in a share S of the budget, the next ones cut by llmlingua2-c
 the query-blind ``truncate``, ``random``, ``llmlingua2`` and ``llmlingua2-clause`` again at
 0.33 with ``allocation="rank"`` (``-rank``: better-ranked passages keep more), with
 ``llmlingua2-punct`` (punctuation force-kept) and ``llmlingua2-attach`` (each mark kept with
-its word); and the gold-paragraph oracle (only the question's gold paragraph, uncompressed)
-as the ceiling. Each run is resumable under ``runs/llmlingua2/<name>``. Writes
-``benchmarks/results/llmlingua2.md`` with EM/F1, answer kept, the achieved rate,
-compressor milliseconds per 1k source tokens and TTFT relative to the uncompressed run,
-then every learned method paired against ``truncate`` and random drop at the same rate and
-allocation (bootstrap confidence intervals of the F1 difference).
+its word); and the gold-paragraph oracle (the ``oracle`` retriever with k=1: only the
+question's gold paragraph, uncompressed) as the ceiling. Each run is resumable under
+``runs/llmlingua2/<name>``; the perplexity teacher's word scores are kept in the segment
+cache ``runs/llmlingua2/segments``. Writes ``benchmarks/results/llmlingua2.md`` with EM/F1,
+answer kept, the achieved rate, compressor milliseconds per 1k source tokens and TTFT
+relative to the uncompressed run, then every learned method paired against ``truncate`` and
+random drop at the same rate and allocation (bootstrap confidence intervals of the F1
+difference).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ragc.compressors.allocation import DEFAULT_RANK_DECAY
-from ragc.datasets import load_dataset
-from ragc.eval.report import machine_info, plot
-from ragc.eval.runner import PREDICTIONS_FILE, EvalSpec, EvalSummary, run_eval
-from ragc.eval.stats import compare_runs
-from ragc.types import Scored
+from ragc.eval.report import command_line, machine_info, paired_table, plot
+from ragc.eval.runner import PREDICTIONS_FILE, EvalSpec, EvalSummary, read_predictions, run_eval
 
 DECODER = "qwen2.5-0.5b"
 PUNCT = (".", ",", ";", ":", "?", "!")
@@ -74,29 +71,55 @@ METHODS: dict[str, dict[str, Any]] = {
     # on 11-28 after answer_kept.md showed the decoder reading unpunctuated word lists worse
     "llmlingua2-punct": {"name": "llmlingua2", "force_keep": PUNCT},
     # ... or each mark kept exactly with its word (attach_punctuation), no budget on stray marks
-    "llmlingua2-attach": {"name": "llmlingua2", "attach_punctuation": True},
+    "llmlingua2-attach": {"name": "llmlingua2", "unit": {"kind": "word", "attach_punctuation": True}},
 }
+ORACLE = "gold-oracle"
 
 
-def specs(n: int, seed: int, decoder: str, cache_dir: str) -> list[EvalSpec]:
-    def spec(name: str, compressor: dict[str, Any], retriever: str = "hybrid") -> EvalSpec:
-        cfg = {
-            "retriever": {"name": retriever},
-            "compressor": compressor,
-            "decoder": {"name": "hf", "model": decoder},
-            "k": 5,
-        }
-        return EvalSpec(name, cfg, "squad-dev", n, seed, (1, 5, 20))
+def _spec(
+    name: str,
+    compressor: dict[str, Any],
+    n: int,
+    seed: int,
+    decoder: str,
+    retriever: dict[str, Any] | None = None,
+    k: int = 5,
+    segment_cache: str | None = None,
+) -> EvalSpec:
+    cfg: dict[str, Any] = {
+        "retriever": retriever or {"name": "hybrid"},
+        "compressor": compressor,
+        "decoder": {"name": "hf", "model": decoder},
+        "k": k,
+    }
+    if segment_cache is not None:
+        cfg["segment_cache"] = {"root": segment_cache}
+    return EvalSpec(name, cfg, "squad-dev", n, seed, (1, 5, 20))
+
+
+def oracle_spec(n: int, seed: int, decoder: str) -> EvalSpec:
+    """The ceiling: each question 'retrieves' exactly its gold paragraph, read uncompressed."""
+    oracle = {"name": "oracle", "dataset": "squad-dev"}
+    return _spec(ORACLE, {"name": "none"}, n, seed, decoder, retriever=oracle, k=1)
+
+
+def specs(n: int, seed: int, decoder: str, segments: str) -> list[EvalSpec]:
+    """Every hybrid-retrieval run (the oracle is :func:`oracle_spec`); ``segments`` is the
+    segment cache folder of the perplexity teacher's word scores."""
+
+    def spec(name: str, compressor: dict[str, Any], segment_cache: str | None = None) -> EvalSpec:
+        return _spec(name, compressor, n, seed, decoder, segment_cache=segment_cache)
 
     out = [spec("uncompressed", {"name": "none"})]
     for rate in RATES:
         for method, params in METHODS.items():
-            extra = {}
             if method == "perplexity":
                 # The teacher's word scores do not depend on the rate: the first rate scores
                 # every passage cold and fills the segment cache ("refresh"), the others reuse it.
-                extra = {"cache": "refresh" if rate == RATES[0] else "on", "cache_dir": cache_dir}
-            out.append(spec(f"{method}@{rate:g}", {**params, **extra, "budget": rate}))
+                cache = "refresh" if rate == RATES[0] else "on"
+                out.append(spec(f"{method}@{rate:g}", {**params, "cache": cache, "budget": rate}, segments))
+            else:
+                out.append(spec(f"{method}@{rate:g}", {**params, "budget": rate}))
         if rate == 0.33:  # the compositions right after the headline rate
             for expand in CHAIN_EXPANDS:
                 chain = {
@@ -117,56 +140,14 @@ def specs(n: int, seed: int, decoder: str, cache_dir: str) -> list[EvalSpec]:
                 tiered = {"name": "tiered", "budget": 0.33, "verbatim": share}  # default stages
                 out.append(spec(f"tiered-v{share:g}@0.33", tiered))
             for method, decay in RANKED:
-                ranked = {**METHODS[method], "allocation": "rank", "budget": 0.33}
-                if decay is not None:
-                    ranked["rank_decay"] = decay
+                allocation: Any = "rank" if decay is None else {"mode": "rank", "rank_decay": decay}
+                ranked = {**METHODS[method], "allocation": allocation, "budget": 0.33}
                 out.append(spec(f"{method}-rank{'' if decay is None else f'{decay:g}'}@0.33", ranked))
     return out
 
 
-class GoldOracle:
-    """Wraps a pipeline so each question 'retrieves' exactly its gold paragraph."""
-
-    def __init__(self, pipeline: Any, gold: dict[str, Scored]) -> None:
-        self._pipe, self._gold = pipeline, gold
-        self.retriever = _OracleRetriever()
-        self.k = 1
-        self.config = {**pipeline.config, "retriever": {"name": "gold-oracle"}, "k": 1}
-
-    def index(self, passages: Sequence[Any]) -> None:  # nothing to index
-        return None
-
-    def retrieve_batch(self, queries: Sequence[str], k: int | None = None) -> list[list[Scored]]:
-        return [[self._gold[q]] for q in queries]
-
-    def answer(self, query: str, retrieved: Sequence[Scored], retrieve_s: float = 0.0) -> Any:
-        return self._pipe.answer(query, retrieved, retrieve_s)
-
-
-class _OracleRetriever:
-    name = "gold-oracle"
-
-    def config(self) -> dict[str, Any]:
-        return {"oracle": True}
-
-    def load(self, directory: Path) -> None:
-        return None
-
-
-def run_oracle(n: int, seed: int, decoder: str, run_dir: Path) -> EvalSummary:
-    from ragc.pipelines.rag import Pipeline
-
-    data = load_dataset("squad-dev")
-    by_id = data.passage_index()
-    gold = {ex.question: Scored(by_id[ex.gold_passage_id], 1.0, 0) for ex in data.examples}
-    decoder_cfg = {"name": "hf", "model": decoder}
-    cfg = {"retriever": None, "compressor": {"name": "none"}, "decoder": decoder_cfg, "k": 1}
-    spec = EvalSpec("gold-oracle", {**cfg, "retriever": {"name": "gold-oracle"}}, "squad-dev", n, seed, (1,))
-    return run_eval(spec, run_dir, pipeline=GoldOracle(Pipeline.from_config(cfg), gold), dataset=data)
-
-
 def compress_ms_per_1k(run_dir: Path) -> float:
-    rows = [json.loads(x) for x in (run_dir / PREDICTIONS_FILE).read_text("utf-8").splitlines() if x.strip()]
+    rows = list(read_predictions(run_dir / PREDICTIONS_FILE).values())
     source = sum(r["source_tokens"] for r in rows)
     return 1e6 * sum(r["compress"] for r in rows) / source if source else 0.0
 
@@ -174,7 +155,7 @@ def compress_ms_per_1k(run_dir: Path) -> float:
 def _row_order(item: tuple[EvalSummary, float]) -> tuple[int, float, int]:
     """Uncompressed, the oracle, then methods by rate (high to low) in METHODS order, then chains."""
     name = item[0].name
-    if name in ("uncompressed", "gold-oracle"):
+    if name in ("uncompressed", ORACLE):
         return (0, 0.0, 0 if name == "uncompressed" else 1)
     method, _, rate = name.rpartition("@")
     if method in METHODS:
@@ -188,10 +169,10 @@ def _row_order(item: tuple[EvalSummary, float]) -> tuple[int, float, int]:
 BASELINES = ("truncate", "random")  # what the learned compressors must clearly beat
 
 
-def paired_section(names: Sequence[str], runs: Path) -> list[str]:
-    """F1 of every other word-level run against truncate and random drop at the same rate
-    and allocation (a paired bootstrap on the shared questions), if both runs are here."""
-    lines = []
+def baseline_pairs(names: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(run, baseline, "f1") for every learned word-level run and each of truncate and random
+    drop at the same rate and allocation, both among ``names``."""
+    pairs = []
     for name in names:
         method, _, rate = name.rpartition("@")
         base, sep, decay = method.rpartition("-rank")
@@ -201,22 +182,8 @@ def paired_section(names: Sequence[str], runs: Path) -> list[str]:
         for baseline in BASELINES:
             other = f"{baseline}{suffix}@{rate}"
             if other in names:
-                d = compare_runs(runs / other, runs / name, "f1")
-                lines.append(f"| {name} | {other} | {d.markdown_cells()} |")
-    if not lines:
-        return []
-    return [
-        "## Paired against the baselines (F1, same rate and allocation)",
-        "",
-        "| run | baseline | F1 difference | 95% CI | better / tied / worse | |",
-        "|---|---|---|---|---|---|",
-        *lines,
-        "",
-        "Paired bootstrap over the shared questions (10,000 resamples, seed 0; "
-        "`ragc compare BASELINE_RUN RUN` prints the same): a difference whose interval "
-        "contains 0 is within the noise of this sample.",
-        "",
-    ]
+                pairs.append((name, other, "f1"))
+    return pairs
 
 
 def report(
@@ -253,7 +220,8 @@ def report(
         "word score. `tiered-vS` (LongLLMLingua's rank-dependent ratio as a composition) keeps the "
         "best-ranked sentences whole in a share S of the budget and cuts the next-ranked ones "
         "(2x the rest) to the rest with `llmlingua2-clause`. `gold-oracle` reads only the question's gold "
-        "paragraph (the ceiling). `METHOD-rank` is the query-blind METHOD with `allocation=\"rank\"`: "
+        "paragraph (the `oracle` retriever, k=1: the ceiling). `METHOD-rank` is the query-blind "
+        "METHOD with `allocation=\"rank\"`: "
         "passage i in retrieval order gets a share of the budget weighted by its length x "
         f"{DEFAULT_RANK_DECAY:g}^i, so the best-ranked passages are compressed least; the compressor "
         "still never reads the question. `METHOD-rankD` uses the decay D instead. "
@@ -266,7 +234,8 @@ def report(
         "",
     ]
     if runs is not None:
-        lines += paired_section([s.name for s, _ in summaries], runs)
+        pairs = baseline_pairs([s.name for s, _ in summaries])
+        lines += paired_table(pairs, runs, "Paired against the baselines (F1, same rate and allocation)")
     return "\n".join(lines)
 
 
@@ -290,27 +259,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     all_specs = specs(args.n, args.seed, args.decoder, str(args.runs / "segments"))
-    names = [s.name for s in all_specs] + ["gold-oracle"]
+    last_chain = max(i for i, s in enumerate(all_specs) if s.name.startswith("chain"))
+    # the ceiling right after the headline-rate runs
+    all_specs.insert(last_chain + 1, oracle_spec(args.n, args.seed, args.decoder))
+    names = [s.name for s in all_specs]
     only = [x.strip() for x in args.only.split(",") if x.strip()] or names
     if unknown := sorted(set(only) - set(names)):
         print(f"Unknown run(s) {', '.join(unknown)}. Valid: {', '.join(names)}", file=sys.stderr)
         return 2
-    by_name = {s.name: s for s in all_specs}
-    order = [s.name for s in all_specs]
-    last_chain = max(i for i, name in enumerate(order) if name.startswith("chain"))
-    order.insert(last_chain + 1, "gold-oracle")  # the ceiling right after the headline-rate runs
     done: list[tuple[EvalSummary, float]] = []
-    for name in order:
-        if name not in only:
-            continue
-        run_dir = args.runs / name
-        if name == "gold-oracle":
-            done.append((run_oracle(args.n, args.seed, args.decoder, run_dir), 0.0))
-        else:
-            done.append((run_eval(by_name[name], run_dir), compress_ms_per_1k(run_dir)))
+    for spec in all_specs:
+        if spec.name in only:
+            run_dir = args.runs / spec.name
+            done.append((run_eval(spec, run_dir), compress_ms_per_1k(run_dir)))
     args.out.mkdir(parents=True, exist_ok=True)
     plot([s for s, _ in done], args.out / f"{args.report_name}.png")
-    command = shlex.join(["python", "benchmarks/llmlingua2.py", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("python benchmarks/llmlingua2.py", sys.argv[1:] if argv is None else argv)
     text = report(done, command, args.n, args.runs).replace("(llmlingua2.png)", f"({args.report_name}.png)")
     (args.out / f"{args.report_name}.md").write_text(text, encoding="utf-8")
     print(text)

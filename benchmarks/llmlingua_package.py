@@ -1,10 +1,14 @@
 """ragc's ``llmlingua2`` vs the ``llmlingua`` package's LLMLingua-2, same encoder weights, same inputs.
 
-Usage (in the benchmark venv; nothing is downloaded)::
+Usage (from the repository root, in the benchmark venv; nothing is downloaded)::
 
-    bash benchmarks/setup_llmlingua_env.sh     # once: /work/venv-llmlingua
-    HF_HUB_OFFLINE=1 RAGC_CACHE=/work/cache /work/venv-llmlingua/bin/python \\
+    bash benchmarks/setup_llmlingua_env.sh     # once: makes the venv
+    HF_HUB_OFFLINE=1 "${LLMLINGUA_VENV:-.venv-llmlingua}/bin/python" \\
         benchmarks/llmlingua_package.py [--n 20] [--repeats 3] [--out PATH.md]
+
+The venv is ``.venv-llmlingua`` in the repository root (beside ``.venv``) unless the
+environment variable ``LLMLINGUA_VENV`` names another folder; the setup script and this
+one read the same variable.
 
 Our student (packaged MiniLM + keep head) is exported as a 2-label ``BertForTokenClassification``
 folder whose class-1 probability equals our sigmoid (checked before use) under
@@ -26,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shlex
 import statistics
 import sys
 import time
@@ -44,12 +47,14 @@ from ragc.compressors.tagger import Tagger
 from ragc.compressors.token_scoring import Windows, Words
 from ragc.datasets import load_dataset
 from ragc.errors import InvalidArgumentError
-from ragc.eval.report import machine_info
-from ragc.models import cache_dir, load_tokenizer
+from ragc.eval.report import command_line, machine_info
+from ragc.models import load_tokenizer
+from ragc.paths import cache_dir
 from ragc.text import word_spans
 from ragc.tokens import TokenCounter
 from ragc.types import Scored, TextSegment
 
+VENV = os.environ.get("LLMLINGUA_VENV") or ".venv-llmlingua"  # setup_llmlingua_env.sh makes it
 EXPORT_NAME = "bert-base-multilingual-cased-ragc-minilm"  # llmlingua reads the merge rule from it
 CL100K = "9b5ad71b2ce5302211f9c61530b329a4922fc6a4"  # tiktoken's cache file name for cl100k_base
 PER_INPUT = 5
@@ -116,7 +121,7 @@ def prompt_compressor(folder: Path) -> Any:
     except ImportError as e:
         raise SystemExit(
             f"llmlingua is not installed here ({e}): run benchmarks/setup_llmlingua_env.sh and use "
-            "/work/venv-llmlingua/bin/python."
+            f"{VENV}/bin/python."
         ) from e
     return PromptCompressor(model_name=str(folder), use_llmlingua2=True, device_map="cpu")
 
@@ -350,7 +355,7 @@ def speed_section(t: dict[str, list[float]], info: dict[str, Any]) -> list[str]:
     rows = [("llmlingua", "llmlingua 0.2.2, token level", "float32", "fwd llmlingua fp32"),
             ("llmlingua default", "llmlingua 0.2.2, defaults (+ passage filter)", "float32", ""),
             ("ragc auto", "ragc `llmlingua2` (default)", info["auto_dtype"], auto_fwd),
-            ("ragc float32", 'ragc `llmlingua2` dtype="float32"', "float32", "fwd ragc fp32")]
+            ("ragc float32", "ragc `llmlingua2` `placement: {dtype: float32}`", "float32", "fwd ragc fp32")]
     lines = ["| run | dtype | compress ms (median) | mean | speed-up vs llmlingua | forward ms, same windows "
              "| compress / forward |", "|---|---|---:|---:|---:|---:|---:|"]
     for key, label, dtype, fwd in rows:
@@ -452,8 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     t = timings(pc, comps, bf16, inputs, obs, args.rate, args.repeats)
     info = {"rate": args.rate, "repeats": args.repeats, "export_error": err,
             "auto_dtype": auto_dtype, "transformers": transformers.__version__}
-    given = sys.argv[1:] if argv is None else argv
-    command = shlex.join(["python", "benchmarks/llmlingua_package.py", *given])
+    command = command_line("python benchmarks/llmlingua_package.py", sys.argv[1:] if argv is None else argv)
     text = report(t, agree, obs, info, command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")

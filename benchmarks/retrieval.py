@@ -16,15 +16,14 @@ times only the queries (the report says which index times are from this run). Wr
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from ragc.config import build_component
 from ragc.datasets import load_dataset, sample_examples
-from ragc.eval.report import machine_info
-from ragc.registry import create
+from ragc.eval.report import command_line, machine_info
 
 KS = (1, 5, 20)
 RETRIEVERS: dict[str, dict[str, Any]] = {
@@ -38,17 +37,17 @@ RETRIEVERS: dict[str, dict[str, Any]] = {
 
 def run(name: str, cfg: dict[str, Any], n: int, seed: int, runs: Path) -> dict[str, Any]:
     from ragc.retrievers import load_index
+    from ragc.retrievers.base import MANIFEST
 
     data = load_dataset("squad-dev")
     examples = sample_examples(data.examples, n, seed)
     folder = runs / name
     t0 = time.perf_counter()
-    if (folder / "manifest.json").is_file():
+    if (folder / MANIFEST).is_file():
         retriever = load_index(folder)
         index_s, fresh = time.perf_counter() - t0, False
     else:
-        kwargs = dict(cfg)
-        retriever = create("retriever", kwargs.pop("name"), **kwargs)
+        retriever = build_component("retriever", cfg, f"retriever {name!r}")
         retriever.index(list(data.corpus))
         index_s, fresh = time.perf_counter() - t0, True
         retriever.save(folder)
@@ -79,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--n must be >= 1", file=sys.stderr)
         return 2
     results = [run(name, RETRIEVERS[name], args.n, args.seed, args.runs) for name in only]
-    command = shlex.join(["python", "benchmarks/retrieval.py", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("python benchmarks/retrieval.py", sys.argv[1:] if argv is None else argv)
     lines = [
         f"# Retrieval: open-domain SQuAD v1.1 dev (2,067 paragraphs), {args.n} questions",
         "",

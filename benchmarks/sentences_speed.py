@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import shlex
 import statistics
 import sys
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 from ragc.compressors.sentences import SentenceCompressor
 from ragc.datasets import load_dataset
 from ragc.errors import InvalidArgumentError
-from ragc.eval.report import machine_info
+from ragc.eval.report import command_line, machine_info
 from ragc.models import load_tokenizer
 from ragc.tokens import TokenCounter
 from ragc.types import CompressedContext, Scored
@@ -99,10 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             same[k] += kept(ctx) == ref
         source += ctx.source_tokens
     base = sum(ms[configs[0]])
+    given = sys.argv[1:] if argv is None else argv
     lines = [
         "# `sentences` compressor: speed by encoder batch size",
         "",
-        f"Command: `python benchmarks/sentences_speed.py {shlex.join(sys.argv[1:])}`".replace(" `", "`"),
+        f"Command: `{command_line('python benchmarks/sentences_speed.py', given)}`",
         "",
         f"Machine: {machine_info()}",
         "",

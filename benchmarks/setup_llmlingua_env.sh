@@ -3,19 +3,24 @@
 # beside the `llmlingua` PyPI package, plus the tiktoken cl100k_base file llmlingua needs
 # offline. Idempotent: run it again at any time.
 #
-#   bash benchmarks/setup_llmlingua_env.sh            # venv at /work/venv-llmlingua
-#   VENV=/tmp/venv PYTHON=python3.11 bash benchmarks/setup_llmlingua_env.sh
+#   bash benchmarks/setup_llmlingua_env.sh            # venv .venv-llmlingua beside the repo's .venv
+#   LLMLINGUA_VENV=../venv-llmlingua PYTHON=python3.11 bash benchmarks/setup_llmlingua_env.sh
+#
+# LLMLINGUA_VENV (a relative one is taken from the current directory) is the folder
+# benchmarks/llmlingua_package.py names in its messages too.
 set -euo pipefail
 
-VENV=${VENV:-/work/venv-llmlingua}
-PYTHON=${PYTHON:-python3.11}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${LLMLINGUA_VENV:-$REPO/.venv-llmlingua}
+PYTHON=${PYTHON:-python3.11}
 LLMLINGUA_VERSION=0.2.2
 LLAMA_INDEX_CORE_VERSION=0.14.25  # only its shipped tiktoken cache is used
 CL100K=9b5ad71b2ce5302211f9c61530b329a4922fc6a4  # tiktoken's cache name for cl100k_base
 CACHE="$VENV/share/tiktoken_cache"
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+# keep the venv out of git (the repository's .gitignore lists only .venv/)
+[ -e "$VENV/.gitignore" ] || echo '*' > "$VENV/.gitignore"
 # This machine's pip config names local wheel folders that may not exist: hide those
 # "Location ... is ignored" warnings, keep every other message and pip's exit code.
 quiet() { "$@" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }; }

@@ -18,10 +18,10 @@ questions arrive (streaming), and the same questions again with the cache warm. 
 compression time per question, hit rate and bytes on disk.
 
 Writes ``benchmarks/results/soft.md`` (+ ``soft.png``; ``--report-name`` for another stem).
-Runs resume under ``runs/soft``.
-``--import-run rag-k5=runs/llmlingua2/uncompressed`` takes a run's rows from another
-benchmark's run of the *identical* spec (same pipeline, dataset, questions, seed and
-corpus; checked) instead of answering the questions again; the report says so.
+Each row is the run folder ``<runs>/<row>`` (``--runs``, default ``runs/soft``), resumed where
+it stopped; a finished one is read back, not answered again. A row is reused by pointing
+``--runs`` at the folder that holds it (a run of the same name and identical spec: pipeline,
+dataset, questions, seed and corpus, checked).
 """
 
 from __future__ import annotations
@@ -29,17 +29,15 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shlex
-import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ragc.datasets import OpenDomainQA, load_dataset
-from ragc.eval.report import machine_info, plot
-from ragc.eval.runner import PREDICTIONS_FILE, SPEC_FILE, EvalSpec, EvalSummary, run_eval
-from ragc.eval.stats import compare_runs
+from ragc.eval.report import command_line, machine_info, paired_table, plot
+from ragc.eval.runner import PREDICTIONS_FILE, EvalSpec, EvalSummary, read_predictions, run_eval
+from ragc.io import write_json
 
 DECODER = "qwen2.5-0.5b"
 
@@ -47,24 +45,23 @@ DECODER = "qwen2.5-0.5b"
 def main_specs(
     n: int, seed: int, decoder: str, runs: Path, xrag_mpnet: str | None = None
 ) -> list[EvalSpec]:
-    def spec(name: str, compressor: dict[str, Any], k: int, retriever: dict[str, Any] | None) -> EvalSpec:
+    def spec(
+        name: str, compressor: dict[str, Any], k: int, retriever: dict[str, Any] | None, soft: bool = False
+    ) -> EvalSpec:
         dec = {"name": "hf", "model": decoder}
-        cfg = {"retriever": retriever, "compressor": compressor, "decoder": dec, "k": k}
+        cfg: dict[str, Any] = {"retriever": retriever, "compressor": compressor, "decoder": dec, "k": k}
+        if soft:  # its own segment cache, empty at the start: cold-start numbers
+            cfg["segment_cache"] = {"root": str(runs / name / "segments")}
         return EvalSpec(name, cfg, "squad-dev", n, seed, (1, 5, 20) if retriever else (1,))
 
     hybrid = {"name": "hybrid"}
-    seg = lambda name: str(runs / name / "segments")  # noqa: E731
     compllm = [
-        spec(name, {"name": "compllm", "budget": b, "cache_dir": seg(name)}, 5, hybrid)
+        spec(name, {"name": "compllm", "budget": b}, 5, hybrid, soft=True)
         for name, b in (("compllm@0.5", 0.5), ("compllm@0.25", 0.25))
     ]
+    xrag_on_mpnet = {"name": "xrag", "encoder": "mpnet", "weights": xrag_mpnet}
     mpnet = [
-        spec(
-            f"xrag-mpnet-k{k}",
-            {"name": "xrag", "encoder": "mpnet", "weights": xrag_mpnet, "cache_dir": seg(f"xrag-mpnet-k{k}")},
-            k,
-            hybrid,
-        )
+        spec(f"xrag-mpnet-k{k}", xrag_on_mpnet, k, hybrid, soft=True)
         for k in (1, 5)
         if xrag_mpnet
     ]
@@ -72,8 +69,8 @@ def main_specs(
         spec("closed-book", {"name": "none"}, 5, None),
         spec("rag-k1", {"name": "none"}, 1, hybrid),
         spec("rag-k5", {"name": "none"}, 5, hybrid),
-        spec("xrag-k1", {"name": "xrag", "cache_dir": seg("xrag-k1")}, 1, hybrid),
-        spec("xrag-k5", {"name": "xrag", "cache_dir": seg("xrag-k5")}, 5, hybrid),
+        spec("xrag-k1", {"name": "xrag"}, 1, hybrid, soft=True),
+        spec("xrag-k5", {"name": "xrag"}, 5, hybrid, soft=True),
         *mpnet,
         *compllm,
     ]
@@ -92,38 +89,20 @@ def reuse_dataset(paragraphs: int, per_paragraph: int, seed: int) -> OpenDomainQ
 
 
 def reuse_specs(n: int, decoder: str, runs: Path) -> list[EvalSpec]:
-    shared = str(runs / "reuse-cache")
+    shared = {"segment_cache": {"root": str(runs / "reuse-cache")}}
     base = {"retriever": {"name": "hybrid"}, "decoder": {"name": "hf", "model": decoder}, "k": 5}
     compllm = {"name": "compllm", "budget": 0.5}
-    cfgs = [
-        ("reuse/uncompressed", {"name": "none"}),
-        ("reuse/compllm-cold", {**compllm, "cache": False}),
-        ("reuse/compllm-streaming", {**compllm, "cache_dir": shared}),
-        ("reuse/compllm-warm", {**compllm, "cache_dir": shared}),
+    cfgs: list[tuple[str, dict[str, Any]]] = [
+        ("reuse/uncompressed", {"compressor": {"name": "none"}}),
+        ("reuse/compllm-cold", {"compressor": {**compllm, "cache": "off"}}),
+        ("reuse/compllm-streaming", {"compressor": compllm, **shared}),
+        ("reuse/compllm-warm", {"compressor": compllm, **shared}),
     ]
-    return [EvalSpec(name, {**base, "compressor": c}, "squad-dev", n, 0, (1, 5)) for name, c in cfgs]
-
-
-def import_run(spec: EvalSpec, source: Path, target: Path) -> None:
-    """Seed ``target`` with the answered rows of ``source``, a run of the same spec under another name."""
-    src = json.loads((source / SPEC_FILE).read_text("utf-8"))
-    mine = {k: v for k, v in spec.to_dict().items() if k != "name"}
-    theirs = {k: v for k, v in src.get("spec", {}).items() if k != "name"}
-    if mine != theirs or not (source / PREDICTIONS_FILE).is_file():
-        raise SystemExit(f"--import-run: {source} is not a finished run of the spec of {spec.name!r}.")
-    if (target / PREDICTIONS_FILE).is_file():
-        return  # already imported (or answered here)
-    target.mkdir(parents=True, exist_ok=True)
-    src["spec"]["name"] = spec.name
-    (target / SPEC_FILE).write_text(json.dumps(src, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    for f in source.glob("retrieval-*.jsonl"):
-        shutil.copyfile(f, target / f.name)
-    shutil.copyfile(source / PREDICTIONS_FILE, target / PREDICTIONS_FILE)
+    return [EvalSpec(name, {**base, **c}, "squad-dev", n, 0, (1, 5)) for name, c in cfgs]
 
 
 def rows(run_dir: Path) -> list[dict[str, Any]]:
-    text = (run_dir / PREDICTIONS_FILE).read_text("utf-8")
-    return [json.loads(x) for x in text.splitlines() if x.strip()]
+    return list(read_predictions(run_dir / PREDICTIONS_FILE).values())
 
 
 def cache_info(path: Path) -> dict[str, Any]:
@@ -137,7 +116,6 @@ def report(
     reuse: list[tuple[EvalSummary, Path]],
     command: str,
     runs: Path,
-    imported: dict[str, Path] | None = None,
     plot_file: str = "soft.png",
 ) -> str:
     base = next((s for s in main if s.name == "closed-book"), None)
@@ -157,8 +135,6 @@ def report(
             f"| {s.name} | {s.n} | {s.em:.1f} | {s.f1:.1f} | {delta} | {s.mean_kept_tokens:.0f} | "
             f"{s.mean_prompt_tokens:.0f} | {_mean(rows(runs / s.name), 'compress'):.3f} | {s.mean_ttft:.2f} |"
         )
-    for name, source in (imported or {}).items():
-        out += ["", f"`{name}`: rows of `{source}`, a run of the identical spec by another benchmark."]
     if reuse:
         n = reuse[0][0].n
         out += [
@@ -189,7 +165,9 @@ def report(
             + ".",
         ]
     out += ["", f"![F1 vs prompt tokens, TTFT]({plot_file})", ""]
-    out += paired_section([s.name for s in main], runs)
+    names = {s.name for s in main}
+    pairs = [(run, ref, metric) for run, ref, metric in PAIRS if run in names and ref in names]
+    out += paired_table(pairs, runs, "Paired against the references")
     return "\n".join(out)
 
 
@@ -204,29 +182,6 @@ PAIRS = (
     ("compllm@0.5", "rag-k5", "f1"),
     ("compllm@0.25", "rag-k5", "f1"),
 )
-
-
-def paired_section(names: list[str], runs: Path) -> list[str]:
-    """Each soft row against its reference, paired on the same questions (bootstrap CI)."""
-    lines = []
-    for run, ref, metric in PAIRS:
-        if run in names and ref in names:
-            d = compare_runs(runs / ref, runs / run, metric)
-            means = f"{d.mean_b:.1f} vs {d.mean_a:.1f}"
-            lines.append(f"| {run} | {ref} | {metric.upper()} | {means} | {d.markdown_cells()} |")
-    if not lines:
-        return []
-    return [
-        "## Paired against the references",
-        "",
-        "| run | reference | metric | run vs reference | difference | 95% CI | better / tied / worse | |",
-        "|---|---|---|---|---|---|---|---|",
-        *lines,
-        "",
-        "Paired bootstrap over the shared questions (10,000 resamples, seed 0; `ragc compare "
-        "REFERENCE_RUN RUN` prints the same).",
-        "",
-    ]
 
 
 def _mean(r: list[dict[str, Any]], key: str) -> float:
@@ -244,13 +199,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default="", help="comma-separated run names (default: all)")
     p.add_argument("--report-name", default="soft", help="report file stem: <out>/<name>.md and .png")
     p.add_argument(
-        "--import-run",
-        action="append",
-        default=[],
-        metavar="NAME=DIR",
-        help="take run NAME's rows from DIR, a finished run of the identical spec (repeatable)",
-    )
-    p.add_argument(
         "--xrag-mpnet",
         metavar="WEIGHTS",
         help="also run xRAG on the packaged mpnet encoder's embeddings (rows xrag-mpnet-k1/-k5) with "
@@ -265,16 +213,6 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := sorted(set(only) - set(names)):
         print(f"Unknown run(s) {', '.join(unknown)}. Valid: {', '.join(names)}", file=sys.stderr)
         return 2
-    imported = {}
-    for item in args.import_run:
-        name, _, src = item.partition("=")
-        spec = next((s for s in mains if s.name == name), None)
-        if spec is None or not src:
-            valid = ", ".join(s.name for s in mains)
-            print(f"--import-run wants NAME=DIR with NAME one of {valid}", file=sys.stderr)
-            return 2
-        import_run(spec, Path(src), args.runs / name)
-        imported[name] = Path(src)
     done = [run_eval(s, args.runs / s.name) for s in mains if s.name in only]
     reuse_done: list[tuple[EvalSummary, Path]] = []
     if all(s.name in only for s in reuses):
@@ -285,16 +223,16 @@ def main(argv: list[str] | None = None) -> int:
         for s in reuses:
             pipe = Pipeline.from_config(s.pipeline)
             summary = run_eval(s, args.runs / s.name, pipeline=pipe, dataset=data)
-            store = getattr(pipe.compressor, "_store", None)
-            if store is not None and store.enabled and store.stats.hits + store.stats.misses:
+            store = pipe.compressor.segment_cache  # the pipeline's (or, unused, the default one)
+            if store.enabled and store.stats.hits + store.stats.misses:
                 hit_rates[s.name.split("/")[1]] = store.stats.hit_rate
             reuse_done.append((summary, args.runs / s.name))
         if hit_rates:
-            (args.runs / "reuse-stats.json").write_text(json.dumps(hit_rates), encoding="utf-8")
+            write_json(args.runs / "reuse-stats.json", hit_rates, sort_keys=False)
     args.out.mkdir(parents=True, exist_ok=True)
     plot(done, args.out / f"{args.report_name}.png")
-    command = shlex.join(["python", "benchmarks/soft.py", *(sys.argv[1:] if argv is None else argv)])
-    text = report(done, reuse_done, command, args.runs, imported, f"{args.report_name}.png")
+    command = command_line("python benchmarks/soft.py", sys.argv[1:] if argv is None else argv)
+    text = report(done, reuse_done, command, args.runs, f"{args.report_name}.png")
     (args.out / f"{args.report_name}.md").write_text(text, encoding="utf-8")
     print(text)
     return 0

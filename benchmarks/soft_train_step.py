@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import argparse
 import resource
-import shlex
 import statistics
 import sys
 import time
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import ExitStack
 from pathlib import Path
 from unittest import mock
 
-from ragc.eval.report import machine_info
+from ragc.eval.report import command_line, machine_info
 from ragc.training.compllm import CompLLMTrainConfig, Trainer, squad_examples
 
 VARIANTS = {
@@ -41,22 +40,17 @@ VARIANTS = {
 
 def step(trainer: Trainer, batch: list, variant: str) -> tuple[float, float]:
     """Seconds and loss of one forward + backward (no optimiser update)."""
-    head = trainer.head
-    patch: AbstractContextManager = (
-        mock.patch("ragc.decoding.accepts_logits_to_keep", return_value=False)
-        if variant == "full"
-        else nullcontext()
-    )
-    trainer.head = head if variant == "targets+head" else None
-    try:
-        with patch:
-            t0 = time.perf_counter()
-            loss, _ = trainer.loss(batch)
-            trainer.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            return time.perf_counter() - t0, loss.item()
-    finally:
-        trainer.head = head
+    with ExitStack() as patches:
+        if variant == "full":  # target_logits looks the check up in ragc.decoders.generate per call
+            check = "ragc.decoders.generate.accepts_logits_to_keep"
+            patches.enter_context(mock.patch(check, return_value=False))
+        if variant != "targets+head":  # no cached head: every prompt from its first token
+            patches.enter_context(mock.patch.object(trainer, "head", None))
+        t0 = time.perf_counter()
+        loss, _ = trainer.loss(batch)
+        trainer.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        return time.perf_counter() - t0, loss.item()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = CompLLMTrainConfig(decoder=args.decoder, questions=args.batch, batch_size=args.batch,
                              answer_window=args.answer_window, rates=(0.5,), contrast_weight=1.0)
-    trainer = Trainer(cfg, "cpu")
+    trainer = Trainer(cfg, device="cpu")
     batch = squad_examples(cfg, trainer.dec.tokenizer)
     step(trainer, batch, "targets+head")  # warm-up
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
@@ -81,11 +75,11 @@ def main(argv: list[str] | None = None) -> int:
             times[variant].append(sec)
             losses[variant] = loss
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    command = shlex.join(sys.argv[1:] if argv is None else argv)
+    command = command_line("python benchmarks/soft_train_step.py", sys.argv[1:] if argv is None else argv)
     lines = [
         "# Soft-compressor training step: target-position logits and the cached prompt head",
         "",
-        f"Command: `python benchmarks/soft_train_step.py {command}`",
+        f"Command: `{command}`",
         f"Machine: {machine_info()}",
         "",
         f"One CompLLM answer-stage step (contrast hinge + KL, forward + backward), decoder "
@@ -108,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: the variants gave different losses", file=sys.stderr)
         return 1
     if args.out:
-        args.out.write_text(text)
+        args.out.write_text(text, encoding="utf-8")
     return 0
 
 
