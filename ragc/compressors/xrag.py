@@ -32,17 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
-from ragc.artefacts import (
-    WEIGHTS_FILE,
-    artefact_dir,
-    checked_fingerprint,
-    fingerprint,
-    read_config,
-    read_weights,
-    save_artefact,
-    shared,
-    stamp,
-)
+from ragc import artefacts
 from ragc.compressors.base import CacheMode, Compressor, FullBudget, Output, cache_mode
 from ragc.device import Placement
 from ragc.errors import InvalidArgumentError, ModelIntegrityError
@@ -107,7 +97,7 @@ def embedding_norm(lm: Any) -> float:
 
 def encoder_fingerprint(model: Any) -> str:
     """The :func:`ragc.artefacts.fingerprint` of a retriever encoder's weights (dtype-independent)."""
-    return fingerprint(model.state_dict())
+    return artefacts.fingerprint(model.state_dict())
 
 
 def decoder_shape(decoder: str) -> tuple[int, int]:
@@ -133,7 +123,7 @@ def check_artefact(meta: dict[str, Any], *, encoder: str, encoder_fp: str, decod
             f"pipeline's decoder is {decoder!r}. Use weights='packaged' (one projector per packaged "
             f"decoder) or train one with `ragc train xrag --decoder {decoder}`."
         )
-    expected = checked_fingerprint(meta, "encoder_fingerprint")
+    expected = artefacts.checked_fingerprint(meta, "encoder_fingerprint")
     if meta["encoder"] != encoder or (expected is not None and expected != encoder_fp):
         raise ProjectorMismatchError(
             f"The xRAG projector in {where} was trained on retriever embeddings of "
@@ -151,21 +141,21 @@ def check_artefact(meta: dict[str, Any], *, encoder: str, encoder_fp: str, decod
 
 def save_projector(projector: Any, meta: dict[str, Any], out_dir: str | Path) -> Path:
     """Write the projector artefact (fp16 weights, then the config)."""
-    return save_artefact(out_dir, meta, projector.state_dict())
+    return artefacts.save_artefact(out_dir, meta, projector.state_dict())
 
 
 def load_projector(folder: Path) -> tuple[Any, dict[str, Any]]:
     """``(fp32 projector in eval mode, meta)`` from an artefact folder."""
-    meta = read_config(folder, FORMATS, ProjectorMismatchError)
+    meta = artefacts.read_config(folder, FORMATS, ProjectorMismatchError)
     norm = meta.get("output_norm") if meta.get("format") == FORMAT else None
     proj = new_projector(
         int(meta["encoder_dim"]), int(meta["decoder_hidden_size"]), int(meta.get("depth", 2)), norm
     )
-    state = {k: v.float() for k, v in read_weights(folder).items()}
+    state = {k: v.float() for k, v in artefacts.read_weights(folder).items()}
     try:
         proj.load_state_dict(state)
     except RuntimeError as e:
-        raise ModelIntegrityError(f"{folder / WEIGHTS_FILE} does not match its config: {e}") from e
+        raise ModelIntegrityError(f"{folder} weights do not match its config: {e}") from e
     return proj.eval(), meta
 
 
@@ -224,7 +214,7 @@ class XRAGCompressor(Compressor):
     def _projector(self) -> tuple[Any, dict[str, Any]]:
         """The projector for the bound decoder (checked against it and the encoder), shared."""
         decoder = self.counter.model_id
-        folder = artefact_dir("xrag", self.weights, "xRAG projector", decoder).resolve()
+        folder = artefacts.artefact_dir("xrag", self.weights, "xRAG projector", decoder).resolve()
         device = self.where.device
 
         def load() -> tuple[Any, dict[str, Any]]:
@@ -233,7 +223,8 @@ class XRAGCompressor(Compressor):
             check_artefact(meta, encoder=self.encoder, encoder_fp=fp, decoder=decoder, where=folder)
             return proj.to(device), meta
 
-        return shared(("xrag_projector", str(folder), stamp(folder), decoder, self.encoder, device), load)
+        key = ("xrag_projector", str(folder), artefacts.stamp(folder), decoder, self.encoder, device)
+        return artefacts.shared(key, load)
 
     # -- compression --------------------------------------------------------------
     def embed_documents(self, texts: Sequence[str]) -> Any:
