@@ -61,7 +61,8 @@ class ComponentSpec:
     def build(self) -> Any:
         target = registry.resolve(self.kind, self.name)
         valid = init_params(target)
-        unknown = sorted(set(self.params) - set(valid) - known_params(target) - _LEGACY)
+        legacy = _LEGACY if "cache" in valid else set()
+        unknown = sorted(set(self.params) - set(valid) - known_params(target) - legacy)
         if unknown:
             raise ConfigError(
                 f"Unknown parameter(s) {', '.join(unknown)} for {self.kind} {self.name!r}. "
@@ -76,7 +77,7 @@ class ComponentSpec:
         return {"name": self.name, **self.params}
 
 
-#: Accepted on any component for one more release, handled by ``registry.create``.
+#: Accepted for one more release on the compressors with a ``cache`` setting (``registry.create``).
 _LEGACY = {"cache_dir"}
 
 

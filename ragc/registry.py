@@ -104,7 +104,9 @@ def create(kind: str, name: str, **kwargs: Any) -> Any:
 
     target = resolve(kind, name)
     params = fold(target, kwargs)
-    cache_dir = params.pop("cache_dir", None) if hasattr(target, "use_cache") else None
+    # Only the compressors that had a cache_dir (those with a cache setting) take the old key.
+    fields = getattr(target, "__dataclass_fields__", {})
+    cache_dir = params.pop("cache_dir", None) if "cache" in fields and hasattr(target, "use_cache") else None
     built = target(**params)
     if cache_dir is not None:
         import warnings
