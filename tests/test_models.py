@@ -129,3 +129,18 @@ def test_packaged_mpnet_retrieves_by_meaning(
     }
     for q, gold in queries.items():
         assert r.retrieve(q, 1)[0].passage.id == gold, q
+
+
+def test_one_off_model_steps_report_on_stderr_not_stdout(
+    fake_parts: PackagedZip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """stdout carries results (``ragc ask --json``): a first-use unpack must not write there."""
+    import ragc.models
+
+    monkeypatch.setenv("RAGC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(ragc.models.PACKAGED_ZIP_ENCODERS, "fake", fake_parts)
+    folder = Path(ragc.models.encoder_path("fake"))
+    assert (folder / "config.json").is_file()
+    out, err = capsys.readouterr()
+    assert out == "" and "unpacking packaged encoder 'fake'" in err
