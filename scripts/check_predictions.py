@@ -2,12 +2,12 @@
 
 Greedy decoding is deterministic, so the same code path on the same machine gives the same
 answers. ``run`` evaluates three pipelines (uncompressed, ``sentences`` and ``tiered`` at a
-third of the tokens) on open-domain SQuAD dev with whatever ``ragc`` Python imports;
-``compare`` reads two such folders and lists every question whose prediction or any other
-deterministic field differs (timings and memory are left out)::
+third of the tokens) on 50 open-domain SQuAD dev questions; ``compare`` reads two such folders and lists every question whose prediction or any other
+deterministic field differs (timings and memory are left out). ``run`` evaluates the ragc of
+the working directory (``python -m`` puts it first on the path), so run it from each checkout::
 
     git worktree add ../before <old-commit>
-    PYTHONPATH=../before python scripts/check_predictions.py run runs/before
+    (cd ../before && python "$OLDPWD/scripts/check_predictions.py" run "$OLDPWD/runs/before")
     python scripts/check_predictions.py run runs/after
     python scripts/check_predictions.py compare runs/before runs/after   # exit 1 on a difference
 """
