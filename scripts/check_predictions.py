@@ -2,8 +2,9 @@
 
 Greedy decoding is deterministic, so the same code path on the same machine gives the same
 answers. ``run`` evaluates three pipelines (uncompressed, ``sentences`` and ``tiered`` at a
-third of the tokens) on 50 open-domain SQuAD dev questions; ``compare`` reads two such folders and lists every question whose prediction or any other
-deterministic field differs (timings and memory are left out). ``run`` evaluates the ragc of
+third of the tokens) on 50 open-domain SQuAD dev questions; ``compare`` reads two such
+folders and lists every question whose prediction or any other deterministic field differs
+(timings and memory are left out). ``run`` evaluates the ragc of
 the working directory (``python -m`` puts it first on the path), so run it from each checkout::
 
     git worktree add ../before <old-commit>
