@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ragc.errors import ModelIntegrityError, ModelNotFoundError
-from ragc.io import write_json, write_with
+from ragc.io import claim_folder, write_json, write_with
 from ragc.paths import PACKAGE_DATA
 
 if TYPE_CHECKING:
@@ -77,6 +77,23 @@ def stamp(folder: Path) -> tuple[int, ...]:
     artefact rewritten in place is loaded again."""
     stats = [(folder / name).stat() for name in (CONFIG_FILE, WEIGHTS_FILE)]
     return tuple(x for st in stats for x in (st.st_mtime_ns, st.st_size))
+
+
+def is_artefact(folder: Path) -> bool:
+    """Whether ``folder`` holds a ragc artefact or a training checkpoint of one."""
+    if (folder / "checkpoint.pt").is_file():
+        return True
+    try:
+        meta = json.loads((folder / CONFIG_FILE).read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(meta, dict) and str(meta.get("format", "")).startswith("ragc-")
+
+
+def claim_artefact_folder(out: str | Path, force: bool = False) -> Path:
+    """The training output folder, created; one holding anything but an artefact is refused
+    unless ``force`` (training never overwrites a user's ``config.json``)."""
+    return claim_folder(out, ours=is_artefact, what="artefact folder", force=force)
 
 
 # ---------------------------------------------------------------- save and load

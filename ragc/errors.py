@@ -48,6 +48,10 @@ class UnknownComponentError(RagcError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class OutputPathError(RagcError, FileExistsError):
+    """An output folder is a file, or holds files ragc did not write (refused unless forced)."""
+
+
 class ModelNotFoundError(RagcError, FileNotFoundError):
     """A model name is neither a packaged model, a local path nor loadable offline."""
 

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ragc.errors import OutputPathError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
@@ -57,3 +59,28 @@ def write_with(path: str | Path, writer: Callable[[Path], Any]) -> Path:
     with atomic_path(path) as tmp:
         writer(tmp)
     return Path(path)
+
+
+def claim_folder(path: str | Path, *, ours: Callable[[Path], bool], what: str, force: bool = False) -> Path:
+    """Make ``path`` ready to hold a ``what`` ragc writes, without touching anyone else's files.
+
+    A path that is a file is refused; so is a folder that holds anything unless ``ours(folder)``
+    says it is already a ``what`` of ragc (which may be rewritten), or ``force`` is given.
+    The folder is created when missing.
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise OutputPathError(f"{folder} is a file, not a folder: choose a folder for the {what}.")
+    if folder.is_dir() and not force:
+        names = sorted(p.name for p in folder.iterdir())
+        if names and not ours(folder):
+            shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+            raise OutputPathError(
+                f"{folder} holds files that are not a ragc {what} ({shown}); refusing to write into it. "
+                "Choose a new or empty folder, or force it (--force / force=True)."
+            )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputPathError(f"Cannot create {folder} for the {what}: {e.strerror or e}.") from e
+    return folder

@@ -54,7 +54,7 @@ _GROUPS: dict[str, str] = {
 
 
 def _check_kind(kind: str) -> None:
-    if kind not in _BUILTIN:
+    if not isinstance(kind, str) or kind not in _BUILTIN:
         raise UnknownComponentError(
             f"Unknown component kind {kind!r}. Valid kinds: {', '.join(sorted(_BUILTIN))}."
         )
@@ -84,6 +84,9 @@ def names(kind: str) -> list[str]:
 
 def resolve(kind: str, name: str) -> type:
     """Import and return the class registered as ``name``."""
+    if not isinstance(name, str):
+        got = f"{type(name).__name__} {name!r:.60}"
+        raise UnknownComponentError(f"A {kind} name must be a string, got {got}.")
     entries = table(kind)
     if name not in entries:
         raise UnknownComponentError(

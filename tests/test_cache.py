@@ -208,3 +208,77 @@ def test_cli_info_and_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["cache", "clear", "--dir", str(tmp_path)]) == 0
     assert "removed 3" in capsys.readouterr().out
     assert c.info()["entries"] == 0
+
+
+def _capped_writer(root: str, worker: int, n: int, cap: int) -> None:
+    c = SegmentCache(root, max_bytes=cap)
+    for j in range(n):
+        c.put(key(f"{worker}-{j}"), tensors(j))
+
+
+def test_the_size_cap_holds_with_concurrent_writers(tmp_path: Path) -> None:
+    """4 processes write 3x the cap between them; sampled all along, the entries never add up
+    to more than the cap plus one entry (the writes share one size count under a lock)."""
+    probe = SegmentCache(tmp_path / "probe")
+    probe.put(key("probe"), tensors(0))
+    entry = probe.path(key("probe")).stat().st_size
+    cap = 40 * entry
+    root = tmp_path / "store"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_capped_writer, args=(str(root), w, 30, cap)) for w in range(4)]
+    for p in procs:
+        p.start()
+    watcher, peak, samples = SegmentCache(root), 0, 0
+    while any(p.is_alive() for p in procs):
+        peak = max(peak, watcher.info()["bytes"])
+        samples += 1
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0] and samples > 10
+    assert peak <= cap + entry, (peak, cap)
+    assert watcher.info()["bytes"] <= cap and watcher.info()["entries"] > 0
+
+
+def test_an_entry_copied_under_another_key_is_a_miss(tmp_path: Path) -> None:
+    c = SegmentCache(tmp_path)
+    c.put(key(1), "the value of key 1")
+    forged = c.path(key(2))
+    forged.parent.mkdir(parents=True, exist_ok=True)
+    forged.write_bytes(c.path(key(1)).read_bytes())
+    with pytest.warns(CacheWarning, match="another key"):
+        assert c.get(key(2)) is None
+    assert c.get(key(1)) == "the value of key 1" and c.stats.corrupt == 1
+
+
+def test_a_matching_checksum_over_an_undecodable_payload_is_dropped(tmp_path: Path) -> None:
+    import hashlib
+    import json
+    import struct
+
+    from ragc.cache import MAGIC
+
+    c = SegmentCache(tmp_path)
+    payload = b"\xff\xfe not a safetensors blob"
+    head = json.dumps({"key": key(1), "kind": "tensors", "size": len(payload),
+                       "sha256": hashlib.sha256(payload).hexdigest()}).encode()
+    path = c.path(key(1))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(MAGIC + struct.pack("<Q", len(head)) + head + payload)
+    with pytest.warns(CacheWarning, match="does not decode"):
+        got = c.get_or_compute(key(1), lambda: tensors(1))
+    assert torch.equal(got["ids"], tensors(1)["ids"]) and c.stats.corrupt == 1
+    assert torch.equal(SegmentCache(tmp_path).get(key(1))["ids"], tensors(1)["ids"])  # type: ignore[index]
+
+
+def test_clearing_a_cache_that_cannot_be_changed_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    c = SegmentCache(tmp_path)
+    c.put(key(1), "v")
+
+    def denied(path: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "unlink", denied)
+    assert main(["cache", "clear", "--dir", str(tmp_path)]) == 2
+    assert "Cannot clear the segment cache" in capsys.readouterr().err

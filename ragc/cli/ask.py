@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from ragc.cli.common import add_pipeline_args, answer_json, format_answer, pipeline_config
+from ragc.cli.common import add_pipeline_args, answer_json, format_answer, named_retriever, pipeline_config
 from ragc.errors import RagcError
 
 
@@ -24,11 +24,16 @@ def run(args: argparse.Namespace) -> int:
     from ragc.config import PipelineConfig
     from ragc.pipelines.rag import Pipeline
 
-    cfg = PipelineConfig.from_dict(pipeline_config(args))
+    raw = pipeline_config(args)
+    cfg = PipelineConfig.from_dict(raw)
     if cfg.retriever is not None and not (args.index or args.corpus):
         raise RagcError("ragc ask needs --index DIR or --corpus PATH (or --closed-book).")
+    if args.index and args.corpus:
+        raise RagcError("ragc ask takes --index DIR or --corpus PATH, not both.")
+    if args.index and not named_retriever(args):
+        del raw["retriever"]  # the index's own retriever; one named is checked against the index
     # The pipeline is built first: a bad setting is reported before any corpus is read.
-    pipe = Pipeline.from_config(cfg, index=args.index)
+    pipe = Pipeline.from_config(raw, index=args.index)
     if cfg.retriever is not None and args.corpus and not args.index:
         from ragc.corpus import load_corpus
 

@@ -57,6 +57,15 @@ def pipeline_config(args: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
+def named_retriever(args: argparse.Namespace) -> bool:
+    """Whether the command line or its ``--config`` names a retriever (else a default stands)."""
+    from ragc.config import read_mapping
+
+    if getattr(args, "retriever", None) or getattr(args, "closed_book", False):
+        return True
+    return bool(args.config) and "retriever" in read_mapping(Path(args.config))
+
+
 def format_answer(i: int, a: Answer, gold: Sequence[str] = ()) -> str:
     """An answer with what the decoder read (passage ids and kept character spans) and timings."""
     t = a.timings

@@ -19,6 +19,7 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", help="run name (default: eval)")
     p.add_argument("--run-dir", help="output directory (default runs/<name>); re-run to resume")
+    p.add_argument("--force", action="store_true", help="write into a --run-dir holding other files")
     p.set_defaults(func=run_eval)
 
     p = sub.add_parser(
@@ -44,7 +45,7 @@ def run_eval(args: argparse.Namespace) -> int:
     name = args.name or "eval"
     spec = EvalSpec(name=name, pipeline=cfg, n_questions=args.n, seed=args.seed)
     run_dir = Path(args.run_dir or f"runs/{name}")
-    summary = run_eval(spec, run_dir)
+    summary = run_eval(spec, run_dir, force=args.force)
     command = command_line("ragc", sys.argv[1:])
     image: str | None = "plot.png"
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 
@@ -14,6 +15,7 @@ def register(sub: Any) -> None:
     b.add_argument("corpus")
     b.add_argument("--out", required=True, help="index directory to write")
     b.add_argument("--retriever", default="hybrid", help="dense, bm25 or hybrid (default)")
+    b.add_argument("--force", action="store_true", help="write into an --out folder holding other files")
     b.set_defaults(func=build)
     i = isub.add_parser("info", help="print an index manifest")
     i.add_argument("dir")
@@ -23,11 +25,18 @@ def register(sub: Any) -> None:
 def build(args: argparse.Namespace) -> int:
     from ragc import registry
     from ragc.corpus import load_corpus
+    from ragc.errors import OutputPathError
 
+    corpus, out = Path(args.corpus).resolve(), Path(args.out).resolve()
+    if corpus == out or out in corpus.parents:
+        raise OutputPathError(
+            f"The corpus {args.corpus} lies in --out {args.out}: the index would be written over or "
+            "beside your files. Choose an --out folder outside the corpus."
+        )
+    retriever = registry.create("retriever", args.retriever)  # a bad name before any reading
     passages = load_corpus(args.corpus)
-    retriever = registry.create("retriever", args.retriever)
     retriever.index(passages)
-    retriever.save(args.out)
+    retriever.save(args.out, force=args.force)
     print(f"[ragc] indexed {len(passages)} passages with {args.retriever!r} into {args.out}")
     return 0
 

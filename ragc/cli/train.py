@@ -40,6 +40,7 @@ def register(sub: Any) -> None:
         t.add_argument("--out", required=True, help="folder for config.json + weights.safetensors")
         t.add_argument("--config", dest="train_config", help="YAML/JSON file of these settings")
         t.add_argument("--device", help="torch device (default: the best available)")
+        t.add_argument("--force", action="store_true", help="write into an --out folder holding other files")
         add_config_arguments(t, getattr(importlib.import_module(module), config), ALIASES.get(name))
         t.set_defaults(func=run, trainer=name)
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     module_name, config, _ = TRAINERS[args.trainer]
     module = importlib.import_module(module_name)
     cfg = config_from_args(getattr(module, config), args)
-    record = module.train(cfg, args.out, device=args.device)
+    record = module.train(cfg, args.out, device=args.device, force=args.force)
     print(json.dumps(record.get("final", record), indent=2))
     print(f"[ragc] {args.trainer} weights in {args.out}; use them with --compressor {args.trainer} "
           f"(weights={args.out!r} in the config)")

@@ -35,6 +35,7 @@ from ragc.device import Placed
 from ragc.errors import EmptyQueryError, InvalidArgumentError, RagcError
 from ragc.tokens import TokenCounter
 from ragc.types import Budget, CompressedContext, Scored, TextSegment
+from ragc.validate import as_scored
 
 if TYPE_CHECKING:
     from ragc.cache import SegmentCache
@@ -118,8 +119,11 @@ class Compressor(Placed, ABC):
         b = Budget.parse(self.budget if budget is None else budget)
         if not self.uses_budget:
             b = Budget(rate=1.0)
+        if query is not None and not isinstance(query, str):
+            raise InvalidArgumentError(f"The query must be a string or None, got {type(query).__name__}.")
         if self.needs_query and (query is None or not query.strip()):
             raise EmptyQueryError(f"The {self.name!r} compressor needs a non-empty query.")
+        passages = as_scored(passages)
         if not passages:
             return CompressedContext((), 0, 0, self.name)
         identity = identity_context(self.counter, passages, self.name)

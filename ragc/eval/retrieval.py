@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -24,6 +25,8 @@ from ragc.io import write_atomic
 from ragc.paths import indexes_dir
 from ragc.retrievers.base import FORMAT_VERSION, MANIFEST
 from ragc.types import Scored
+
+log = logging.getLogger(__name__)
 
 
 def digest(payload: Any, length: int = 24) -> str:
@@ -73,16 +76,24 @@ class Retrieved:
 
 
 def _read_retrieval(path: Path, data: OpenDomainQA, qids: Iterable[str]) -> Retrieved | None:
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    rows = {r["qid"]: r for r in map(json.loads, filter(str.strip, lines))}
-    if any(q not in rows for q in qids):
+    """The run's stored candidates, or ``None`` when they are missing, incomplete or damaged
+    (they are a cache of the retriever: retrieved again, never half-used)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+        rows = {r["qid"]: r for r in map(json.loads, filter(str.strip, lines))}
+        if any(q not in rows for q in qids):
+            return None
+        by_id = data.passage_index()
+        hits = {q: _hits(by_id, r) for q, r in rows.items()}
+        return Retrieved(hits, {q: float(r["retrieve_s"]) for q, r in rows.items()})
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        log.warning("Retrieval file %s is damaged; retrieving again.", path)
         return None
-    by_id = data.passage_index()
-    hits = {
-        q: [Scored(by_id[i], float(s), n) for n, (i, s) in enumerate(zip(r["ids"], r["scores"], strict=True))]
-        for q, r in rows.items()
-    }
-    return Retrieved(hits, {q: float(r["retrieve_s"]) for q, r in rows.items()})
+
+
+def _hits(by_id: dict[str, Any], row: dict[str, Any]) -> list[Scored]:
+    pairs = zip(row["ids"], row["scores"], strict=True)
+    return [Scored(by_id[pid], float(score), rank) for rank, (pid, score) in enumerate(pairs)]
 
 
 def retrieve_all(

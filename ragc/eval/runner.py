@@ -31,7 +31,7 @@ from ragc.eval.metrics import (
     recall_at_k,
 )
 from ragc.eval.retrieval import Retrieved, retrieve_all
-from ragc.io import write_atomic
+from ragc.io import claim_folder, write_atomic
 from ragc.types import Answer, Passage, Scored
 from ragc.validate import check_int
 
@@ -154,7 +154,12 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 def _check_or_record(run_dir: Path, key: str, value: Any) -> None:
     """Record ``value`` under ``key`` in spec.json, or raise if a different one is there."""
     path = run_dir / SPEC_FILE
-    stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptRunFileError(f"{path} is unreadable ({e}); delete the run folder to start over.") from e
+    if not isinstance(stored, dict):
+        raise CorruptRunFileError(f"{path} is not a JSON object; delete the run folder to start over.")
     new = _jsonable(value)
     if key in stored and stored[key] != new:
         changes = "; ".join(_diff(stored[key], new)[:8])
@@ -168,26 +173,44 @@ def _check_or_record(run_dir: Path, key: str, value: Any) -> None:
 
 
 # -- predictions ---------------------------------------------------------------------
-def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
-    """qid -> prediction row. A torn last line (killed mid-write) is dropped from the file."""
+#: What every prediction row must hold for the summary (``hit@k`` only with retrieval).
+ROW_FIELDS = ("qid", "em", "f1", "contained", "prompt_tokens", "source_tokens", "kept_tokens", "rate",
+              "ttft", "prefill", "total", "peak_memory_mb", "truncated_tokens")
+
+
+def read_predictions(path: Path, required: Sequence[str] = ("qid",)) -> dict[str, dict[str, Any]]:
+    """qid -> prediction row. A torn last line (killed mid-write, possibly inside a multi-byte
+    character) is dropped from the file; any other damaged line, or one lacking a field of
+    ``required``, is an error naming it."""
     if not path.is_file():
         return {}
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as e:
+        raise CorruptRunFileError(f"Cannot read {path}: {e.strerror or e}.") from e
+    last = max((i for i, raw in enumerate(lines) if raw.strip()), default=-1)
     rows: dict[str, dict[str, Any]] = {}
-    lines = path.read_text(encoding="utf-8").splitlines()
     good: list[str] = []
-    for i, line in enumerate(lines):
-        if not line.strip():
+    for i, raw in enumerate(lines):
+        if not raw.strip():
             continue
         try:
+            line = raw.decode("utf-8")
             row = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            if i == last:
                 log.warning("Dropping a torn last line of %s (the run was interrupted).", path)
                 write_atomic(path, "".join(g + "\n" for g in good))
                 break
             raise CorruptRunFileError(
-                f"{path} line {i + 1} is not valid JSON; fix or delete that line, then re-run."
+                f"{path} line {i + 1} is not valid UTF-8 JSON; fix or delete that line, then re-run."
             ) from None
+        missing = [k for k in required if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise CorruptRunFileError(
+                f"{path} line {i + 1} is not a prediction row (missing {', '.join(missing[:4])}); "
+                "delete that line (it is answered again) or the file, then re-run."
+            )
         rows[row["qid"]] = row
         good.append(line)
     return rows
@@ -290,29 +313,31 @@ def run_eval(
     run_dir: str | Path,
     pipeline: EvalPipeline | None = None,
     dataset: OpenDomainQA | None = None,
+    *,
+    force: bool = False,
 ) -> EvalSummary:
     """Evaluate ``spec`` into ``run_dir`` (resuming it) and return the summary.
 
     ``pipeline``/``dataset`` override building ``spec.pipeline``/loading ``spec.dataset``.
+    ``run_dir`` must be new, empty or a run folder (it has ``spec.json``) unless ``force``.
     Retrieval fetches ``max(recall_ks, pipeline.k)`` candidates for all questions in one
     batch; the top ``pipeline.k`` go to ``pipeline.answer``, each with an equal share of
     the batch time as its retrieval time.
     """
-    out = Path(run_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_folder(run_dir, ours=lambda p: (p / SPEC_FILE).is_file(), what="evaluation run", force=force)
     _check_or_record(out, "spec", spec.to_dict())  # before loading models: fail fast
     data = dataset if dataset is not None else load_dataset(spec.dataset)
     _check_or_record(out, "corpus_sha256", data.fingerprint())  # the files behind a name can change
     examples = sample_examples(data.examples, spec.n_questions, spec.seed)
     pipe = pipeline if pipeline is not None else _build_pipeline(spec.pipeline)
     _check_or_record(out, "pipeline_config", pipe.config)
-    done = read_predictions(out / PREDICTIONS_FILE)
+    done = read_predictions(out / PREDICTIONS_FILE, ROW_FIELDS)
     todo = [ex for ex in examples if ex.qid not in done]
     if todo:
         depth = max(*spec.recall_ks, pipe.k)
         retrieved = retrieve_all(pipe, data, examples, depth, out)
         _answer_all(pipe, todo, retrieved, spec, out)
-        done = read_predictions(out / PREDICTIONS_FILE)
+        done = read_predictions(out / PREDICTIONS_FILE, ROW_FIELDS)
     summary = summarize(spec.name, [done[ex.qid] for ex in examples], spec.recall_ks)
     write_atomic(out / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2) + "\n")
     return summary

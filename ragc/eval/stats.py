@@ -126,7 +126,7 @@ def compare_runs(
         raise InvalidArgumentError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}.")
     rows = []
     for run in (run_a, run_b):
-        got = read_predictions(Path(run) / PREDICTIONS_FILE)
+        got = read_predictions(Path(run) / PREDICTIONS_FILE, ("qid", metric))
         if not got:
             raise InvalidArgumentError(
                 f"{run} holds no predictions ({PREDICTIONS_FILE}); is it a run directory?"

@@ -12,9 +12,9 @@ from ragc.config import PipelineConfig
 from ragc.decoders.base import Decoder, Generation
 from ragc.device import Placement
 from ragc.errors import InvalidArgumentError, NotIndexedError
-from ragc.retrievers.base import Retriever, check_k, check_query
+from ragc.retrievers.base import Retriever, check_k
 from ragc.types import Answer, CompressedContext, Passage, Scored, Timings
-from ragc.validate import check_int
+from ragc.validate import as_scored, check_int, check_queries, check_query
 
 
 class Pipeline:
@@ -72,9 +72,12 @@ class Pipeline:
         """Build from a config dict, a YAML file or a :class:`PipelineConfig`.
 
         ``index`` loads the retriever from an index folder (``ragc index build``) instead of
-        building an empty one. Components are built compressor first, so a bad setting is
-        reported before any index is read.
+        building an empty one. When the config names a retriever, the index must be one of it
+        (same retriever and settings, or an :class:`IndexMismatchError` names both); when it
+        names none, the index's own retriever is used. Components are built compressor first,
+        so a bad setting is reported before any index is read.
         """
+        names_retriever = not isinstance(source, (dict, str, Path)) or "retriever" in _raw(source)
         cfg = PipelineConfig.load(source)
         compressor = cfg.compressor.build()
         decoder = cfg.decoder.build()
@@ -86,12 +89,14 @@ class Pipeline:
             cache = SegmentCache(**cfg.segment_cache)
         retriever = None
         if cfg.retriever is not None:
-            if index is not None:
+            if index is not None and not names_retriever:
                 from ragc.retrievers import load_index
 
                 retriever = load_index(index)
             else:
                 retriever = cfg.retriever.build()
+                if index is not None:
+                    retriever.load(index)  # checks the index was built by this retriever
         return cls(
             retriever,
             compressor,
@@ -112,8 +117,7 @@ class Pipeline:
 
     def retrieve_batch(self, queries: Sequence[str], k: int | None = None) -> list[list[Scored]]:
         """Top-``k`` passages per query (empty lists for a closed-book pipeline)."""
-        for q in queries:
-            check_query(q)
+        queries = check_queries(queries)
         kk = check_k(self.k if k is None else k)
         if self.retriever is None:
             return [[] for _ in queries]
@@ -127,10 +131,12 @@ class Pipeline:
     # -- answering ----------------------------------------------------------------
     def compress(self, query: str, retrieved: Sequence[Scored]) -> CompressedContext | None:
         """Compress ``retrieved`` for ``query`` (``None`` when there is nothing to read)."""
+        check_query(query)
+        retrieved = as_scored(retrieved)
         if not retrieved:
             return None
         self._bind()
-        return self.compressor.compress(query, list(retrieved))
+        return self.compressor.compress(query, retrieved)
 
     def _bind(self) -> None:
         # Loading the tokenizer and models is a one-off cost; keep it out of the timed compress step.
@@ -150,6 +156,7 @@ class Pipeline:
     def ask_batch(self, queries: Sequence[str], k: int | None = None, batch_size: int = 4) -> list[Answer]:
         """Answer several queries: one retrieval batch, decoder batches of ``batch_size``."""
         check_int("batch_size", batch_size, minimum=1)
+        queries = check_queries(queries)
         start = time.perf_counter()
         retrieved = self.retrieve_batch(queries, k)
         per_query = (time.perf_counter() - start) / max(1, len(queries))
@@ -164,8 +171,7 @@ class Pipeline:
     def _answer_batch(
         self, queries: list[str], retrieved: list[list[Scored]], retrieve_s: list[float]
     ) -> list[Answer]:
-        for q in queries:
-            check_query(q)
+        check_queries(queries)
         self._bind()
         contexts, compress_s = [], []
         for q, r in zip(queries, retrieved):
@@ -177,6 +183,19 @@ class Pipeline:
             build_answer(q, g, r, c, Timings(rs, cs, g.prefill_s, g.decode_s))
             for q, g, r, c, rs, cs in zip(queries, generations, retrieved, contexts, retrieve_s, compress_s)
         ]
+
+
+def _raw(source: dict[str, Any] | str | Path) -> dict[str, Any]:
+    """The mapping a config source holds (a file is read; errors are left to PipelineConfig)."""
+    if isinstance(source, dict):
+        return source
+    from ragc.config import read_mapping
+    from ragc.errors import ConfigError
+
+    try:
+        return read_mapping(Path(source))
+    except ConfigError:
+        return {}
 
 
 def build_answer(

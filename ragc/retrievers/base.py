@@ -25,25 +25,18 @@ from typing import Any, ClassVar
 from ragc.device import Placed
 from ragc.errors import (
     EmptyCorpusError,
-    EmptyQueryError,
     IndexMismatchError,
     IndexNotFoundError,
     InvalidArgumentError,
     NotIndexedError,
 )
-from ragc.io import write_atomic, write_json
+from ragc.io import claim_folder, write_atomic, write_json
 from ragc.types import Passage, Scored
-from ragc.validate import check_int
+from ragc.validate import as_passage, as_passages, check_int, check_queries
 
 MANIFEST = "manifest.json"
 PASSAGES = "passages.jsonl"
 FORMAT_VERSION = 1
-
-
-def check_query(query: str) -> str:
-    if not isinstance(query, str) or not query.strip():
-        raise EmptyQueryError("The query is empty or whitespace only; pass a question.")
-    return query
 
 
 def check_k(k: int) -> int:
@@ -51,9 +44,15 @@ def check_k(k: int) -> int:
 
 
 def check_passages(passages: Sequence[Passage]) -> list[Passage]:
-    items = list(passages)
+    """The corpus as checked passages (dict rows with ``id``/``text`` are accepted): not empty,
+    not only blank texts, ids unique."""
+    items = as_passages(passages)
     if not items:
         raise EmptyCorpusError("The corpus is empty: there are no passages to index.")
+    if not any(p.text.strip() for p in items):
+        raise EmptyCorpusError(
+            f"The corpus is empty: all {len(items)} passages have only whitespace. Add passages with text."
+        )
     ids = [p.id for p in items]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
@@ -67,9 +66,30 @@ def write_passages(path: Path, passages: Sequence[Passage]) -> None:
 
 
 def read_passages(path: Path) -> list[Passage]:
-    with path.open(encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return [Passage(r["id"], r["text"], r.get("title", ""), r.get("metadata", {})) for r in rows]
+    """The passages of an index folder; a damaged file is an error naming it and the line."""
+    try:
+        lines = path.read_bytes().decode("utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise IndexNotFoundError(f"{path} is unreadable ({e}); rebuild the index.") from e
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            meta = r.get("metadata")
+            row = {"id": r["id"], "text": r["text"], "title": r.get("title", ""), "metadata": meta}
+            out.append(as_passage(row, f"{path} line {n}"))
+        except (json.JSONDecodeError, KeyError, TypeError, InvalidArgumentError) as e:
+            raise IndexNotFoundError(
+                f"{path} line {n} is not a passage row ({e}); the index is damaged, rebuild it."
+            ) from e
+    return out
+
+
+def is_index(directory: Path) -> bool:
+    """Whether ``directory`` holds an index ragc wrote (it has a manifest)."""
+    return (directory / MANIFEST).is_file()
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
@@ -81,9 +101,19 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
             "`ragc index build` or Retriever.save()."
         )
     try:
-        return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise IndexNotFoundError(f"Index manifest {path} is unreadable ({e}); rebuild the index.") from e
+    if (
+        not isinstance(manifest, dict)
+        or not isinstance(manifest.get("retriever"), str)
+        or not isinstance(manifest.get("config", {}), dict)
+    ):
+        raise IndexNotFoundError(
+            f"Index manifest {path} is not a ragc manifest (a JSON object naming its retriever and "
+            "config); rebuild the index."
+        )
+    return manifest
 
 
 class Retriever(Placed, ABC):
@@ -124,7 +154,7 @@ class Retriever(Placed, ABC):
     def retrieve_batch(self, queries: Sequence[str], k: int) -> list[list[Scored]]:
         """:meth:`retrieve` for several queries at once (vectorised where possible)."""
         check_k(k)
-        qs = [check_query(q) for q in queries]
+        qs = check_queries(queries)
         if not self._passages:
             raise NotIndexedError(f"{self.name} retriever has no index: call index() or load() first.")
         if not qs:
@@ -135,12 +165,15 @@ class Retriever(Placed, ABC):
             for row in hits
         ]
 
-    def save(self, directory: str | Path) -> None:
-        """Write the index, its passages and a manifest to ``directory``."""
+    def save(self, directory: str | Path, *, force: bool = False) -> None:
+        """Write the index, its passages and a manifest to ``directory``.
+
+        The folder must be new, empty or an index of ragc (rewritten in place); a folder with
+        other files is refused unless ``force`` (so a corpus is never overwritten by its index).
+        """
         if not self._passages:
             raise NotIndexedError(f"Nothing to save: the {self.name} retriever has no index.")
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        d = claim_folder(directory, ours=is_index, what="index", force=force)
         self._save_payload(d)
         write_passages(d / PASSAGES, self._passages)
         manifest = {

@@ -119,7 +119,7 @@ class HybridRetriever(Retriever):
 
     def _save_payload(self, directory: Path) -> None:
         for i, child in enumerate(self._children):
-            child.save(directory / _subdir(i, child))
+            child.save(directory / _subdir(i, child), force=True)  # inside a folder already claimed
 
     def _load_payload(self, directory: Path, passages: list[Passage]) -> None:
         ids = [p.id for p in passages]

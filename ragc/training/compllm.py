@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ragc.artefacts import claim_artefact_folder
 from ragc.compressors.compllm import segment_plan
 from ragc.compressors.concept_encoder import Concepts, new_concepts, save_concepts
 from ragc.errors import InvalidArgumentError
@@ -313,11 +314,15 @@ class Trainer:
 
 
 def train(
-    cfg: CompLLMTrainConfig, out: str | Path, *, device: str | None = None, progress: bool = True
+    cfg: CompLLMTrainConfig,
+    out: str | Path,
+    *,
+    device: str | None = None,
+    progress: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Train (or resume) CompLLM weights into ``out``; return the training record."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_artefact_folder(out, force)
     t0 = time.perf_counter()
     trainer = Trainer(cfg, device)
     examples = squad_examples(cfg, trainer.dec.tokenizer)

@@ -368,16 +368,20 @@ def prepare_labels(cfg: LLMLingua2TrainConfig, progress: bool = True) -> Path:
 
 
 def train(
-    cfg: LLMLingua2TrainConfig, out: str | Path, *, device: str | None = None, progress: bool = True
+    cfg: LLMLingua2TrainConfig,
+    out: str | Path,
+    *,
+    device: str | None = None,
+    progress: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Train the LLMLingua-2 tagger into ``out``; return the metrics.
-
-    ``device`` must be the CPU (or ``None``): the tagger trains on the CPU, where it takes
-    minutes.
-    """
+    """Train the LLMLingua-2 tagger into ``out`` on the CPU (minutes); return the metrics."""
     if device not in (None, "cpu"):
         raise InvalidArgumentError(f"LLMLingua-2 training runs on the CPU, not {device!r}.")
-    return Trainer(cfg, progress).train(prepare_labels(cfg, progress), out)
+    from ragc.artefacts import claim_artefact_folder
+
+    folder = claim_artefact_folder(out, force)
+    return Trainer(cfg, progress).train(prepare_labels(cfg, progress), folder)
 
 
 def train_llmlingua2(

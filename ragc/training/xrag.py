@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ragc.artefacts import claim_artefact_folder
 from ragc.compressors.xrag import (
     save_projector,
 )
@@ -161,11 +162,15 @@ def _batches(examples: list[Example], size: int, seed: int) -> list[list[Example
 
 
 def train(
-    cfg: XRAGTrainConfig, out: str | Path, *, device: str | None = None, progress: bool = True
+    cfg: XRAGTrainConfig,
+    out: str | Path,
+    *,
+    device: str | None = None,
+    progress: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Train (or resume) a projector into ``out``; return the training record."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_artefact_folder(out, force)
     t0 = time.perf_counter()
     trainer = Trainer(cfg, device)
     examples = squad_examples(cfg, trainer.dec.tokenizer)
