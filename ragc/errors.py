@@ -64,6 +64,10 @@ class ContextTooLongError(RagcError, ValueError):
     """The prompt does not fit the decoder's window and the policy is ``"error"``."""
 
 
+class QueryTooLongError(ContextTooLongError):
+    """The query is longer than the decoder's ``max_query_tokens`` and the policy is ``"error"``."""
+
+
 class ConfigError(RagcError, ValueError):
     """A pipeline configuration is malformed (unknown key, wrong type)."""
 

@@ -312,4 +312,8 @@ def _sentence_encoder(name: str, device: str, torch_dtype: Any) -> Any:
         raise ModelNotFoundError(f"Could not load sentence encoder {name!r}: {e}") from e
     if torch_dtype != torch.float32:
         model = model.to(torch_dtype)
+    # Text is data: a "[SEP]" inside a passage or query is tokenized as text, not as the
+    # control token (the encoder adds its own [CLS]/[SEP] around the text).
+    if getattr(model, "tokenizer", None) is not None:
+        model.tokenizer.split_special_tokens = True
     return model.eval()

@@ -1,7 +1,12 @@
-"""Token counting in the target decoder's tokenizer.
+"""Token counting in the target decoder's tokenizer, and how text is tokenized safely.
 
 Compressors count budgets with a :class:`TokenCounter` bound by the pipeline to the
 decoder's tokenizer, so "rate 0.33" means a third of the tokens the decoder would read.
+
+Text is data, never control: every query and passage is tokenized with
+:func:`encode_text`, which splits special-token strings (``<|im_end|>``, ``[SEP]``) into
+ordinary tokens, so a passage cannot close the user turn or open a system one. Only the
+prompt template itself is tokenized with its control tokens.
 """
 
 from __future__ import annotations
@@ -11,6 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+#: Keyword arguments of every tokenizer call on user or passage text.
+TEXT_KWARGS: dict[str, Any] = {"add_special_tokens": False, "split_special_tokens": True}
+
+
+def encode_text(tokenizer: Any, text: str | Sequence[str], **kwargs: Any) -> Any:
+    """``tokenizer(text)`` with special-token strings read as text and no special tokens added."""
+    return tokenizer(text if isinstance(text, str) else list(text), **TEXT_KWARGS, **kwargs)
 
 
 @dataclass(frozen=True, eq=False)
@@ -26,17 +39,17 @@ class TokenCounter:
     model_id: str
 
     def count(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(encode_text(self.tokenizer, text)["input_ids"])
 
     def count_batch(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        ids = encode_text(self.tokenizer, texts)["input_ids"]
         return [len(x) for x in ids]
 
     def offsets(self, text: str) -> np.ndarray:
         """``(n_tokens, 2)`` int array of character (start, end) per token."""
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        enc = encode_text(self.tokenizer, text, return_offsets_mapping=True)
         return np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
 
     def head(self, text: str, n: int) -> str:

@@ -35,6 +35,7 @@ from ragc.compressors.concept_encoder import (
 )
 from ragc.device import Placement
 from ragc.settings import Settings
+from ragc.tokens import encode_text
 from ragc.types import Budget, CompressedContext, Scored, SoftSegment
 from ragc.validate import check_int, check_text
 
@@ -129,7 +130,7 @@ class CompLLMCompressor(Compressor):
 
         tok = self.counter.tokenizer
         texts = [s.passage.text for s in passages]
-        enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+        enc = encode_text(tok, texts, return_offsets_mapping=True)
         source = identity.source_tokens
         target = budget.target(source)
         rate = budget.rate if budget.rate is not None else min(1.0, target / max(source, 1))

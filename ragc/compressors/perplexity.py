@@ -27,6 +27,7 @@ from ragc.compressors.token_scoring import TokenScoringCompressor, Windows, Word
 from ragc.device import Placement
 from ragc.errors import EmptyQueryError, InvalidArgumentError
 from ragc.settings import Settings
+from ragc.tokens import encode_text
 from ragc.types import Scored
 from ragc.validate import check_choice, check_text
 
@@ -226,7 +227,7 @@ class PerplexityCompressor(TokenScoringCompressor):
         if not texts:
             return []
         tok = self._tokenizer()
-        enc = tok(list(texts), add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        enc = encode_text(tok, texts, return_offsets_mapping=True, verbose=False)
         conditions = [self._conditions(tok, q) for q in questions]  # per text: prefix ids per run
         rows: list[tuple[list[int], int]] = []
         for ids, prefixes in zip(enc["input_ids"], conditions):
@@ -301,7 +302,7 @@ class ContrastivePerplexityCompressor(PerplexityCompressor):
                 "use 'perplexity' (self-information) for question-less text."
             )
         start = self._start_ids(tok)
-        asked = tok(f"Question: {question.strip()}\nContext:\n", add_special_tokens=False)["input_ids"]
+        asked = encode_text(tok, f"Question: {question.strip()}\nContext:\n")["input_ids"]
         return [start, start + list(asked)]
 
     def _combine(self, nll: list[np.ndarray]) -> np.ndarray:

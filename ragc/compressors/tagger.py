@@ -37,6 +37,7 @@ from ragc.artefacts import (
 )
 from ragc.errors import ModelIntegrityError, ModelNotFoundError
 from ragc.progress import long_work
+from ragc.tokens import encode_text
 
 FORMAT = "ragc-llmlingua2/1"
 MAX_ARTEFACT_BYTES = 8 * 1024 * 1024
@@ -244,7 +245,7 @@ def word_means(values: np.ndarray, first: np.ndarray, last: np.ndarray, n_words:
 
 def tokenize(tokenizer: Any, texts: Sequence[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Token ids and ``(n, 2)`` character offsets per text, in one batched call."""
-    enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True,
+    enc = encode_text(tokenizer, texts, return_offsets_mapping=True,
                     return_attention_mask=False, return_token_type_ids=False, verbose=False)
     ids = [np.asarray(x, dtype=np.int64) for x in enc["input_ids"]]
     offs = [np.asarray(x, dtype=np.int64).reshape(-1, 2) for x in enc["offset_mapping"]]

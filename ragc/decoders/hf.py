@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 from ragc.decoders.base import Beam, Generation, LogitsProcessor, PrefillInfo
 from ragc.decoders.generate import Output, Search, generate, left_pad
 from ragc.decoders.prompt import Prompt, Prompts, build_prompt
 from ragc.device import Placed, Placement
-from ragc.errors import ContextTooLongError, EmptyQueryError, InvalidArgumentError
+from ragc.errors import ContextTooLongError, EmptyQueryError, InvalidArgumentError, QueryTooLongError
 from ragc.profiling import PeakMemory
 from ragc.settings import Settings
 from ragc.tokens import TokenCounter
@@ -37,8 +37,12 @@ class HFDecoder(Placed):
         max_new_tokens: answer length cap.
         search: how tokens are chosen (:class:`~ragc.decoders.generate.Search`): greedy by
             default, sampled with ``temperature`` > 0, beam search with ``num_beams`` > 1.
-        context_policy: what to do when the prompt exceeds the window (see module doc).
+        context_policy: what to do when the prompt exceeds the window, or the query exceeds
+            ``max_query_tokens`` (see module doc): ``truncate`` with a warning, or ``error``.
         max_context_tokens: window override (default: the model's maximum positions).
+        max_query_tokens: the longest query read (default 1024 tokens; ``None``: no limit but
+            the window). A question is short: a 20,000-character one is a paste gone wrong,
+            and would cost minutes of prefill.
         prompts: the system messages with and without context
             (:class:`~ragc.decoders.prompt.Prompts`).
     """
@@ -55,6 +59,7 @@ class HFDecoder(Placed):
     search: Search | dict[str, Any] | None = None
     context_policy: Literal["truncate", "error"] = "truncate"
     max_context_tokens: int | None = None
+    max_query_tokens: int | None = 1024
     prompts: Prompts | dict[str, Any] | None = None
     _lm: Any = field(default=None, init=False, repr=False)
     _tok: Any = field(default=None, init=False, repr=False)
@@ -68,6 +73,8 @@ class HFDecoder(Placed):
         check_choice("context_policy", self.context_policy, ("truncate", "error"))
         if self.max_context_tokens is not None:
             check_int("max_context_tokens", self.max_context_tokens, minimum=1)
+        if self.max_query_tokens is not None:
+            check_int("max_query_tokens", self.max_query_tokens, minimum=1)
 
     # -- the model ----------------------------------------------------------------
     @property
@@ -111,9 +118,27 @@ class HFDecoder(Placed):
         """Tokenised prompt pieces for ``query`` and ``context`` (no truncation)."""
         if not isinstance(query, str) or not query.strip():
             raise EmptyQueryError("The query is empty or whitespace only; pass a question.")
+        query, note = self._fit_query(query)
         p = self._prompts
         system = p.system if context and context.segments else p.closed_book
-        return build_prompt(self.tokenizer, system, query, context, self.model)
+        prompt = build_prompt(self.tokenizer, system, query, context, self.model)
+        return replace(prompt, warnings=(*prompt.warnings, note)) if note else prompt
+
+    def _fit_query(self, query: str) -> tuple[str, str | None]:
+        """The query within ``max_query_tokens`` (cut by ``context_policy``), and what was done."""
+        limit = self.max_query_tokens
+        if limit is None:
+            return query, None
+        n = self.token_counter.count(query)
+        if n <= limit:
+            return query, None
+        if self.context_policy == "error":
+            raise QueryTooLongError(
+                f"The query has {n} tokens; {self.model} reads at most max_query_tokens={limit}. "
+                "Shorten it, raise max_query_tokens, or set context_policy='truncate'."
+            )
+        cut = self.token_counter.head(query, limit)
+        return cut, f"The query had {n} tokens: only its first {limit} were read (max_query_tokens)."
 
     def generate(
         self, query: str, context: CompressedContext | None = None, **options: Any
@@ -157,25 +182,36 @@ class HFDecoder(Placed):
         with policy, PeakMemory(self.where.device) as mem:
             out = generate(lm, batch, search=self._search, max_new_tokens=n_new, eos_ids=self._eos_ids(),
                            logits_processor=logits_processor, cache=cache)
-        return [self._record(p, i, out, mem.peak_mb) for i, p in enumerate(prompts)]
+        return [self._record(p, i, out, mem.peak_mb, n_new) for i, p in enumerate(prompts)]
 
-    def _record(self, prompt: Prompt, i: int, out: Output, peak_mb: float) -> Generation:
-        decode = self.tokenizer.decode
-        beams = tuple(
-            Beam(decode(ids, skip_special_tokens=True).strip(), tuple(ids), score)
-            for ids, score in out.beams[i]
-        )
+    def _record(self, prompt: Prompt, i: int, out: Output, peak_mb: float, n_new: int) -> Generation:
+        beams = tuple(Beam(self._text(ids, n_new), tuple(ids), score) for ids, score in out.beams[i])
+        text = self._text(out.tokens[i], n_new)
+        warnings = prompt.warnings
+        if not text:
+            warnings = (*warnings, "The decoder produced no text (it stopped at once or wrote only "
+                                   "special tokens); the answer is empty.")
         return Generation(
-            text=decode(out.tokens[i], skip_special_tokens=True).strip(),
+            text=text,
             token_ids=tuple(out.tokens[i]),
             prompt_tokens=prompt.length,
             prefill_s=out.prefill_s,
             decode_s=out.decode_s,
             peak_memory_mb=peak_mb,
             truncated_tokens=prompt.truncated,
-            warnings=prompt.warnings,
+            warnings=warnings,
             beams=beams,
         )
+
+    def _text(self, ids: list[int], n_new: int) -> str:
+        """The decoded answer in whole characters: a generation cut by ``max_new_tokens`` in
+        the middle of a multi-byte character loses that character, not the text (no U+FFFD)."""
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        cut = list(ids)
+        while len(ids) >= n_new and cut and text.endswith("\ufffd") and len(ids) - len(cut) < 4:
+            cut.pop()
+            text = self.tokenizer.decode(cut, skip_special_tokens=True)
+        return text.strip()
 
     def _fit(self, prompt: Prompt, n_new: int) -> Prompt:
         limit = self.window - n_new

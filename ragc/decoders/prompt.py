@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ragc.errors import InvalidArgumentError
 from ragc.settings import Settings
+from ragc.tokens import encode_text
 from ragc.types import CompressedContext, Segment, SoftSegment, TextSegment
 
 if TYPE_CHECKING:
     import torch
 
 _SENTINEL = "\u2063RAGC_CONTEXT\u2063"
+_END = "\u2063RAGC_USER_END\u2063"
 
 DEFAULT_SYSTEM_PROMPT = (
     "You answer questions using the given context. Reply with the shortest exact answer "
@@ -137,8 +139,14 @@ def _render(tokenizer: Any, system: str, user: str) -> str:
     return f"{system}\n\n{user}\nAnswer:"
 
 
-def _ids(tokenizer: Any, text: str) -> tuple[int, ...]:
+def _template_ids(tokenizer: Any, text: str) -> tuple[int, ...]:
+    """Ids of prompt-template text (ours): its control tokens are control tokens."""
     return tuple(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else ()
+
+
+def _ids(tokenizer: Any, text: str) -> tuple[int, ...]:
+    """Ids of user or passage text: special-token strings in it stay text."""
+    return tuple(encode_text(tokenizer, text)["input_ids"]) if text else ()
 
 
 @dataclass
@@ -185,11 +193,22 @@ RENDERERS: dict[str, Callable[[_Context, Segment], None]] = {"text": _Context.te
 def build_prompt(
     tokenizer: Any, system: str, query: str, context: CompressedContext | None, decoder_id: str
 ) -> Prompt:
-    """Tokenise the chat prompt; context pieces are marked so truncation can find them."""
+    """Tokenise the chat prompt; context pieces are marked so truncation can find them.
+
+    The template is rendered around markers and tokenized with its control tokens; the query
+    and the passages are tokenized as text (:func:`ragc.tokens.encode_text`), so none of
+    them can end the user turn. Text before a control token is tokenized on its own by every
+    tokenizer, so splitting at the markers gives the ids a joint tokenization would.
+    """
     if context is None or not context.segments:
-        return Prompt((Piece(_ids(tokenizer, _render(tokenizer, system, f"Question: {query}"))),))
-    rendered = _render(tokenizer, system, f"Context:\n{_SENTINEL}\n\nQuestion: {query}")
-    prefix, _, suffix = rendered.partition(_SENTINEL)
+        rendered = _render(tokenizer, system, f"{_SENTINEL}Question: {query}{_END}")
+        head, _, rest = rendered.partition(_SENTINEL)
+        asked, _, tail = rest.partition(_END)
+        ids = _template_ids(tokenizer, head) + _ids(tokenizer, asked) + _template_ids(tokenizer, tail)
+        return Prompt((Piece(ids),))
+    rendered = _render(tokenizer, system, f"Context:\n{_SENTINEL}\n\nQuestion: {query}{_END}")
+    prefix, _, rest = rendered.partition(_SENTINEL)
+    asked, _, tail = rest.partition(_END)
     ctx = _Context(tokenizer, decoder_id)
     for seg in context.segments:
         render = RENDERERS.get(seg.kind)
@@ -198,5 +217,6 @@ def build_prompt(
                 f"The decoder cannot read {seg.kind!r} segments (it reads {', '.join(RENDERERS)})."
             )
         render(ctx, seg)
-    pieces = [Piece(_ids(tokenizer, prefix)), *ctx.items, Piece(_ids(tokenizer, suffix))]
+    suffix = _ids(tokenizer, asked) + _template_ids(tokenizer, tail)
+    pieces = [Piece(_template_ids(tokenizer, prefix)), *ctx.items, Piece(suffix)]
     return Prompt(tuple(p for p in pieces if p.length))

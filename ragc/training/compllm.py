@@ -39,6 +39,7 @@ from ragc.artefacts import claim_artefact_folder
 from ragc.compressors.compllm import segment_plan
 from ragc.compressors.concept_encoder import Concepts, new_concepts, save_concepts
 from ragc.errors import InvalidArgumentError
+from ragc.tokens import encode_text
 from ragc.training.soft import (
     RECONSTRUCT_QUESTION,
     PromptHead,
@@ -161,7 +162,7 @@ def recon_windows(cfg: CompLLMTrainConfig, tokenizer: Any) -> list[Window]:
     width = cfg.segment_tokens * cfg.recon_segments
     out = []
     for k, p in enumerate(rng.choices(passages, k=n)):
-        ids = tokenizer(p.text, add_special_tokens=False)["input_ids"]
+        ids = encode_text(tokenizer, p.text)["input_ids"]
         start = cfg.segment_tokens * rng.randrange(max(1, -(-(len(ids) - width) // cfg.segment_tokens) + 1))
         out.append(Window(p.id, tuple(ids[start : start + width]), cfg.rates[k % len(cfg.rates)]))
     return out
@@ -175,7 +176,7 @@ def answer_window(
     moved back to stay inside the paragraph; the whole passage if the answer is not in it
     (or is blank)."""
     at = passage.text.find(answer) if answer.strip() else -1
-    offsets = tokenizer(passage.text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    offsets = encode_text(tokenizer, passage.text, return_offsets_mapping=True)["offset_mapping"]
     if at < 0 or not offsets:
         return passage
     first = next((i for i, (_, end) in enumerate(offsets) if end > at), len(offsets) - 1)
@@ -198,7 +199,7 @@ def squad_examples(cfg: CompLLMTrainConfig, tokenizer: Any) -> list[Example]:
     eos = tokenizer.eos_token_id
     out = []
     for n, q in enumerate(picked):
-        target = (*tokenizer(q.answers[0], add_special_tokens=False)["input_ids"][:24], eos)
+        target = (*encode_text(tokenizer, q.answers[0])["input_ids"][:24], eos)
         passage = by_id[q.gold_passage_id]
         if cfg.answer_window:
             passage = answer_window(passage, q.answers[0], tokenizer, cfg.segment_tokens, cfg.answer_window)
@@ -274,7 +275,7 @@ class Trainer:
 
         tok = self.dec.tokenizer
         items = [
-            Item(ex.passage.id, tok(ex.passage.text, add_special_tokens=False)["input_ids"], ex.rate,
+            Item(ex.passage.id, encode_text(tok, ex.passage.text)["input_ids"], ex.rate,
                  ex.question, ex.target)
             for ex in examples
         ]

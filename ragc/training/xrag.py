@@ -41,6 +41,7 @@ from ragc.compressors.xrag import (
 )
 from ragc.errors import InvalidArgumentError
 from ragc.io import write_json
+from ragc.tokens import encode_text
 from ragc.training.soft import (
     RECONSTRUCT_QUESTION,
     last_mean,
@@ -134,7 +135,7 @@ def squad_examples(cfg: XRAGTrainConfig, tokenizer: Any) -> list[Example]:
     eos = tokenizer.eos_token_id
 
     def ids(text: str, limit: int) -> tuple[int, ...]:
-        return (*tokenizer(text, add_special_tokens=False)["input_ids"][:limit], eos)
+        return (*encode_text(tokenizer, text)["input_ids"][:limit], eos)
 
     out = [Example(p, RECONSTRUCT_QUESTION, ids(p.text, cfg.max_target_tokens), 1) for p in paragraphs]
     out += [Example(by_id[q.gold_passage_id], q.question, ids(q.answers[0], 24), 2) for q in questions]

@@ -18,6 +18,7 @@ from ragc.compressors.xrag import (
     new_projector,
 )
 from ragc.errors import InvalidArgumentError
+from ragc.tokens import encode_text
 from ragc.training.soft import (
     PromptHead,
     Sample,
@@ -106,7 +107,7 @@ class Trainer:
 
         docs = list(dict.fromkeys(passages))
         tok = self.dec.tokenizer
-        ids = [tok(p.text, add_special_tokens=False)["input_ids"] for p in docs]
+        ids = [encode_text(tok, p.text)["input_ids"] for p in docs]
         df: dict[int, int] = {}
         for row in ids:
             for t in set(row):

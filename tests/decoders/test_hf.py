@@ -118,3 +118,30 @@ def test_smollm_reads_the_context(smollm: HFDecoder) -> None:
     assert ans.peak_memory_mb > 100
     closed = smollm.generate("In which year was the Zorbian Tower completed?")
     assert closed.prompt_tokens < ans.prompt_tokens
+
+
+def test_an_over_long_query_is_cut_or_refused_and_said(tiny: HFDecoder) -> None:
+    long_query = "why " * 400 + "?"
+    dec = HFDecoder(model="smollm2-135m", max_new_tokens=2, max_query_tokens=32)
+    dec._lm, dec._tok = tiny.lm, tiny.tokenizer
+    g = dec.generate(long_query)
+    assert any("only its first 32" in w for w in g.warnings) and g.prompt_tokens < 100
+    strict = HFDecoder(model="smollm2-135m", max_new_tokens=2, max_query_tokens=32, context_policy="error")
+    strict._lm, strict._tok = tiny.lm, tiny.tokenizer
+    with pytest.raises(ContextTooLongError, match="max_query_tokens"):
+        strict.generate(long_query)
+
+
+def test_answers_are_whole_characters_and_an_empty_one_is_flagged(tiny: HFDecoder) -> None:
+    tok = tiny.tokenizer
+    # A token that is only the first byte(s) of a multi-byte character decodes to U+FFFD.
+    partial = next(i for i in range(len(tok)) if tok.decode([i]) == "\ufffd")
+
+    def only_partial(ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        out = torch.full_like(scores, float("-inf"))
+        out[:, partial] = 0.0
+        return out
+
+    g = tiny.generate("q?", max_new_tokens=1, logits_processor=only_partial)
+    assert g.token_ids == (partial,) and g.text == ""  # no replacement character in the answer
+    assert any("no text" in w for w in g.warnings)
