@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ragc.text import to_grapheme
+
 #: Keyword arguments of every tokenizer call on user or passage text.
 TEXT_KWARGS: dict[str, Any] = {"add_special_tokens": False, "split_special_tokens": True}
 
@@ -53,17 +55,18 @@ class TokenCounter:
         return np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
 
     def head(self, text: str, n: int) -> str:
-        """The longest prefix of ``text`` holding at most ``n`` tokens (cut at a token end)."""
+        """The longest prefix of ``text`` holding at most ``n`` tokens, cut at a token end that
+        is also a grapheme boundary (an emoji sequence or accented letter stays whole)."""
         if n <= 0:
             return ""
         offs = self.offsets(text)
         if len(offs) <= n:
             return text
-        cut = int(offs[n - 1, 1])
+        cut = to_grapheme(text, int(offs[n - 1, 1]))  # never split a grapheme cluster
         out = text[:cut]
         # Re-tokenising a prefix can merge differently; shrink until it fits.
         while cut > 0 and self.count(out) > n:
             n -= 1
-            cut = int(offs[n - 1, 1]) if n > 0 else 0
+            cut = to_grapheme(text, int(offs[n - 1, 1])) if n > 0 else 0
             out = text[:cut]
         return out

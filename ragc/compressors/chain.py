@@ -48,7 +48,7 @@ def compose_spans(
     out.sort()
     merged: list[tuple[int, int]] = []
     for a, b in out:
-        if merged and a <= merged[-1][1]:
+        if merged and a < merged[-1][1]:  # overlapping only: touching pieces were joined by a space
             merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
         else:
             merged.append((a, b))

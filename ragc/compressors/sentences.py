@@ -126,9 +126,10 @@ class SentenceCompressor(Compressor):
             u = ranked[0]
             text = self.counter.head(passages[u.passage].passage.text[u.start : u.end], target)
             p = passages[u.passage].passage
-            span = ((u.start, u.start + len(text)),)
-            segs = [TextSegment(p.id, text, span, self.counter.count(text), p.title)]
-            kept = segs[0].tokens
+            if text:  # the head of the best sentence; nothing when not even its first character fits
+                span = ((u.start, u.start + len(text)),)
+                segs = [TextSegment(p.id, text, span, self.counter.count(text), p.title)]
+                kept = segs[0].tokens
         return CompressedContext(tuple(segs), identity.source_tokens, kept, self.name)
 
 
