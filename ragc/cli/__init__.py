@@ -32,7 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except RagcError as e:
-        print(f"ragc: error: {e}", file=sys.stderr)
+        message = " ".join(str(e).split())  # one line, whatever the message holds
+        print(f"ragc: error: {message}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("ragc: interrupted", file=sys.stderr)

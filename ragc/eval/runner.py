@@ -82,7 +82,9 @@ class EvalSpec:
     recall_ks: tuple[int, ...] = (1, 5, 20)
 
     def __post_init__(self) -> None:
-        if not self.name.strip():
+        if self.n_questions is not None:
+            check_int("n_questions", self.n_questions, minimum=1)
+        if not isinstance(self.name, str) or not self.name.strip():
             raise InvalidArgumentError("EvalSpec.name is empty; give the run a name.")
         ks = tuple(self.recall_ks)
         if not ks:

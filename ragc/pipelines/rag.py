@@ -85,7 +85,12 @@ class Pipeline:
         cache = None
         if cfg.segment_cache is not None:
             from ragc.cache import SegmentCache
+            from ragc.errors import ConfigError
 
+            unknown = sorted(set(cfg.segment_cache) - {"root", "max_bytes", "enabled"}, key=str)
+            if unknown:
+                valid = "valid: root, max_bytes, enabled"
+                raise ConfigError(f"Unknown segment_cache setting(s) {unknown}; {valid}.")
             cache = SegmentCache(**cfg.segment_cache)
         retriever = None
         if cfg.retriever is not None:

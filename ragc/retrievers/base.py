@@ -80,7 +80,7 @@ def read_passages(path: Path) -> list[Passage]:
             meta = r.get("metadata")
             row = {"id": r["id"], "text": r["text"], "title": r.get("title", ""), "metadata": meta}
             out.append(as_passage(row, f"{path} line {n}"))
-        except (json.JSONDecodeError, KeyError, TypeError, InvalidArgumentError) as e:
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, InvalidArgumentError) as e:
             raise IndexNotFoundError(
                 f"{path} line {n} is not a passage row ({e}); the index is damaged, rebuild it."
             ) from e
