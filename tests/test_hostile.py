@@ -42,6 +42,7 @@ from ragc.eval import runner
 from ragc.eval.runner import CorruptRunFileError, read_predictions
 from ragc.pipelines.rag import Pipeline
 from ragc.retrievers import load_index
+from ragc.training.labels import LabelsFileError, read_labels
 from ragc.types import CompressedContext, Passage, Scored, SoftSegment
 
 CORPUS = [
@@ -194,6 +195,12 @@ def compress(query: Any, passages: Any, budget: Any = 0.5, name: str = "truncate
         return comp.compress(query, passages, budget)
 
     return call
+
+
+def labels_done(path: Path) -> Any:
+    from ragc.training.labels import _done_ids
+
+    return _done_ids(path)
 
 
 def good_passage(i: int = 0) -> Passage:
@@ -426,6 +433,11 @@ API_CASES: list[tuple[str, Callable[[Workspace], Any], type[RagcError]]] = [
     ("spec-json-list", lambda ws: runner.run_eval(
         runner.EvalSpec("x", {"retriever": None}),
         ws.file("run2/spec.json", "[1]").parent), CorruptRunFileError),
+    # -- training label files: a user's file named as --labels is refused untouched
+    ("labels-over-user-notes", lambda ws: labels_done(ws.file("notes.txt", "my notes\nno newline at end")),
+     LabelsFileError),
+    ("labels-binary-file", lambda ws: labels_done(ws.file("blob.bin", b"\xff\xfe\x00\n")), LabelsFileError),
+    ("labels-read-user-file", lambda ws: read_labels(ws.corpus), LabelsFileError),
     # -- the segment cache
     ("cache-key-not-hex", lambda ws: cache.SegmentCache(ws.root / "c").get(
         "../../etc/passwd"), InvalidArgumentError),

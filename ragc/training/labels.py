@@ -21,7 +21,7 @@ import json
 import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TypedDict
+from typing import TypedDict, cast
 
 import numpy as np
 from tqdm import tqdm
@@ -83,22 +83,38 @@ def squad_train_items(n: int, seed: int) -> list[Item]:
 
 
 def _done_ids(out: Path) -> set[str]:
-    """Ids already in ``out``; a partial last line (crash mid-write) is truncated away."""
+    """Ids already in ``out``; a partial last row (crash mid-write) is truncated away.
+
+    Every complete line is checked to be a labels row first: a file that is not a labels file
+    (a user's own notes named by mistake) is refused untouched.
+    """
     if not out.exists():
         return set()
+    if not out.is_file():
+        raise LabelsFileError(f"{out} is not a file; --labels names the labels JSONL to write.")
     data = out.read_bytes()
     end = data.rfind(b"\n") + 1
-    if end < len(data):
-        with out.open("r+b") as f:
-            f.truncate(end)
     done = set()
-    for n, line in enumerate(data[:end].decode("utf-8").splitlines(), 1):
+    try:
+        lines = data[:end].decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise LabelsFileError(f"{out} is not a labels file (not UTF-8); choose another --labels path.") from e
+    for n, line in enumerate(lines, 1):
         try:
-            done.add(json.loads(line)["id"])
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            row = json.loads(line)
+            if not isinstance(row.get("labels"), list):
+                raise KeyError("labels")
+            done.add(row["id"])
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
             raise LabelsFileError(
-                f"{out}:{n} is not a labels row ({e!r}); delete the file or that line and rerun."
+                f"{out}:{n} is not a labels row ({e!r}); choose another --labels path, or delete that "
+                "line and rerun."
             ) from e
+    if end < len(data):
+        if not data[end:].startswith(b'{"id"'):
+            raise LabelsFileError(f"{out} does not end like a labels file; choose another --labels path.")
+        with out.open("r+b") as f:  # the torn last row of an interrupted run
+            f.truncate(end)
     return done
 
 
@@ -162,14 +178,20 @@ def build_labels(
 def read_labels(path: Path) -> list[LabelRow]:
     """Every row of a labels file written by :func:`build_labels`."""
     rows: list[LabelRow] = []
-    with Path(path).open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise LabelsFileError(
-                    f"{path}:{n} is not valid JSON ({e}); rebuild it with build_labels (it resumes)."
-                ) from e
+    try:
+        lines = Path(path).read_bytes().decode("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise LabelsFileError(f"Cannot read {path} as a labels file: {e}.") from e
+    for n, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("labels"), list):
+                raise ValueError("no 'labels' list")
+            rows.append(cast(LabelRow, row))
+        except ValueError as e:
+            raise LabelsFileError(
+                f"{path}:{n} is not a labels row ({e}); rebuild it with build_labels (it resumes)."
+            ) from e
     return rows
 
 

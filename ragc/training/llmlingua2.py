@@ -362,6 +362,8 @@ def prepare_labels(cfg: LLMLingua2TrainConfig, progress: bool = True) -> Path:
         from ragc.training.labels import read_labels, squad_qa_relabel, write_labels
 
         boosted = labels.with_name(f"{labels.stem}-qa{labels.suffix}")
+        if boosted.exists():
+            read_labels(boosted)  # a file of that name that is not a labels file is refused, not replaced
         write_labels(squad_qa_relabel(read_labels(labels), keep_rate=cfg.keep_rate), boosted)
         labels = boosted
     return labels
