@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from ragc.device import Placed
@@ -140,12 +141,28 @@ class Compressor(Placed, ABC):
         passages: Sequence[Sequence[Scored]],
         budget: Budget | float | int | None = None,
     ) -> list[CompressedContext]:
-        """:meth:`compress` for several queries (a loop; methods may batch their models)."""
+        """:meth:`compress` for several queries: a loop inside :meth:`batched`, so methods whose
+        model can take every query's inputs at once run it once."""
         if len(queries) != len(passages):
             raise InvalidArgumentError(
                 f"compress_batch needs one passage list per query, got {len(queries)} and {len(passages)}."
             )
-        return [self.compress(q, p, budget) for q, p in zip(queries, passages)]
+        with self.batched(queries, passages):
+            return [self.compress(q, p, budget) for q, p in zip(queries, passages)]
+
+    @contextmanager
+    def batched(self, queries: Sequence[str | None], passages: Sequence[Sequence[Scored]]) -> Iterator[None]:
+        """Within the block, ``compress`` calls for these inputs may read model outputs computed
+        for all of them at once (one encoder pass instead of one per query).
+
+        The default hands the batch to the compressors this one is made of; a method with a
+        model overrides it to precompute what it can (see ``sentences``). Results must not
+        depend on whether they were precomputed beyond float rounding.
+        """
+        with ExitStack() as stack:
+            for c in self.parts():
+                stack.enter_context(c.batched(queries, passages))
+            yield
 
     @abstractmethod
     def _compress(

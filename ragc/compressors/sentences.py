@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from ragc.compressors.base import Compressor
 from ragc.device import Placement
+from ragc.errors import RagcError
 from ragc.progress import long_work
 from ragc.settings import Settings
 from ragc.text import split_sentences
 from ragc.tokens import TokenCounter
 from ragc.types import Budget, CompressedContext, Scored, TextSegment
-from ragc.validate import check_int, check_text
+from ragc.validate import as_scored, check_int, check_text
 
 
 class RankedUnit(NamedTuple):
@@ -54,6 +56,7 @@ class SentenceCompressor(Compressor):
     model: str = "minilm"
     placement: Placement | dict[str, Any] | str | None = None
     batch_size: int = 8
+    _memo: dict[str, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         Budget.parse(self.budget)
@@ -71,9 +74,18 @@ class SentenceCompressor(Compressor):
         return load_sentence_encoder(self.model, where.device, where.dtype)
 
     def _scores(self, query: str, sentences: list[str]) -> np.ndarray:
-        encoder = self._encoder()
+        memo = self._memo
         texts = [query, *sentences]
-        # longest first across all chunks (as the encoder sorts within a call): little padding
+        if memo is not None and all(t in memo for t in texts):
+            vecs = np.stack([memo[t] for t in texts])
+        else:
+            vecs = self._encode(texts)
+        return vecs[1:] @ vecs[0]  # type: ignore[no-any-return]
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """``(len(texts), dim)`` unit vectors, longest texts first across all chunks (as the
+        encoder sorts within a call): little padding."""
+        encoder = self._encoder()
         order = np.argsort([-len(t) for t in texts], kind="stable")
         chunk = 16 * self.batch_size  # a bar (shown only on long work) advances per chunk
         parts = []
@@ -90,7 +102,29 @@ class SentenceCompressor(Compressor):
                 bar.update(len(part))
         vecs = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
         vecs[order] = np.concatenate(parts)
-        return vecs[1:] @ vecs[0]  # type: ignore[no-any-return]
+        return vecs
+
+    @contextmanager
+    def batched(self, queries: Sequence[str | None], passages: Sequence[Sequence[Scored]]) -> Iterator[None]:
+        """Embed every query and every sentence of the batch in one encoder pass."""
+        texts: dict[str, None] = {}
+        try:
+            for q, ps in zip(queries, passages):
+                if isinstance(q, str) and q.strip():
+                    texts.setdefault(q, None)
+                for s in as_scored(ps):
+                    for a, b in split_sentences(s.passage.text):
+                        texts.setdefault(s.passage.text[a:b], None)
+        except RagcError:  # a bad input: compress() reports it, with its own message
+            texts = {}
+        previous = self._memo
+        if texts:
+            unique = list(texts)
+            self._memo = dict(zip(unique, self._encode(unique)))
+        try:
+            yield
+        finally:
+            self._memo = previous
 
     def rank_units(self, query: str, passages: Sequence[Scored]) -> list[RankedUnit]:
         """Every sentence of ``passages``, best first, with its decoder-token cost and score.

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 
 from ragc.decoders.base import Beam, Generation, LogitsProcessor, PrefillInfo
 from ragc.decoders.generate import Output, Search, generate, left_pad
-from ragc.decoders.prompt import Prompt, Prompts, build_prompt
+from ragc.decoders.prompt import Prompt, Prompts, build_messages, build_prompt
 from ragc.device import Placed, Placement
 from ragc.errors import ContextTooLongError, EmptyQueryError, InvalidArgumentError, QueryTooLongError
 from ragc.profiling import PeakMemory
@@ -169,6 +169,30 @@ class HFDecoder(Placed):
         n_new = check_int("max_new_tokens", self.max_new_tokens if max_new_tokens is None else max_new_tokens,
                           minimum=1)
         prompts = [self._fit(self.prompt(q, c), n_new) for q, c in zip(queries, contexts)]
+        return self._run(prompts, n_new, kv_policy, logits_processor, cache)
+
+    def chat_batch(
+        self,
+        chats: Sequence[Sequence[tuple[str, str]]],
+        *,
+        max_new_tokens: int | None = None,
+        logits_processor: LogitsProcessor | None = None,
+    ) -> list[Generation]:
+        """Continue several chats of ``(role, content)`` messages (roles ``system``, ``user``,
+        ``assistant``), read through the model's chat template; contents are text, never control
+        tokens (:func:`~ragc.decoders.prompt.build_messages`). A chat longer than the window is a
+        :class:`ContextTooLongError` (it has no context to cut)."""
+        if not chats:
+            return []
+        n_new = check_int("max_new_tokens", self.max_new_tokens if max_new_tokens is None else max_new_tokens,
+                          minimum=1)
+        prompts = [self._fit(build_messages(self.tokenizer, chat), n_new) for chat in chats]
+        return self._run(prompts, n_new, None, logits_processor, None)
+
+    def _run(
+        self, prompts: list[Prompt], n_new: int, kv_policy: Any, logits_processor: LogitsProcessor | None,
+        cache: Any,
+    ) -> list[Generation]:
         lm = self.lm
         batch = left_pad([p.embed(lm) for p in prompts])
         info = PrefillInfo(

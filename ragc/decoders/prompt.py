@@ -11,7 +11,7 @@ to how it enters the prompt; a new kind (KV pages) is one entry.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -220,3 +220,35 @@ def build_prompt(
     suffix = _ids(tokenizer, asked) + _template_ids(tokenizer, tail)
     pieces = [Piece(_template_ids(tokenizer, prefix)), *ctx.items, Piece(suffix)]
     return Prompt(tuple(p for p in pieces if p.length))
+
+
+def build_messages(tokenizer: Any, messages: Sequence[tuple[str, str]]) -> Prompt:
+    """Tokenise a chat of ``(role, content)`` messages through the model's chat template.
+
+    The template's own text keeps its control tokens; every message's content is tokenized as
+    text (:func:`ragc.tokens.encode_text`), so a message cannot close its turn or open
+    another one. A model without a chat template reads ``role: content`` lines.
+    """
+    if not messages:
+        raise InvalidArgumentError("A chat needs at least one message.")
+    for role, content in messages:
+        if not isinstance(role, str) or not isinstance(content, str):
+            raise InvalidArgumentError(f"A chat message is a (role, content) pair of strings, got {role!r}.")
+    marks = [f"\u2063RAGC_MESSAGE_{i}\u2063" for i in range(len(messages))]
+    chat = [{"role": role, "content": mark} for (role, _), mark in zip(messages, marks)]
+    if getattr(tokenizer, "chat_template", None):
+        rendered = str(tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True))
+    else:
+        rendered = "".join(f"{m['role']}: {m['content']}\n" for m in chat) + "assistant:"
+    ids: list[int] = []
+    rest = rendered
+    for mark, (role, content) in zip(marks, messages):
+        head, found, rest = rest.partition(mark)
+        if not found:
+            raise InvalidArgumentError(
+                f"The model's chat template dropped a {role!r} message; it reads roles in another order "
+                "or not at all (many templates take one system message, first)."
+            )
+        ids += [*_template_ids(tokenizer, head), *_ids(tokenizer, content)]
+    ids += _template_ids(tokenizer, rest)
+    return Prompt((Piece(tuple(ids)),))

@@ -137,13 +137,13 @@ class DenseRetriever(Retriever):
 
     def _index(self, passages: list[Passage]) -> None:
         fa = require_faiss()
-        vectors = self._encode([indexed_text(p) for p in passages], queries=False)
+        vectors = self.embed([indexed_text(p) for p in passages], queries=False)
         index = self._build_index(fa, vectors)
         index.add(vectors)
         self._faiss_index = self._to_device(index)
 
     def _search(self, queries: list[str], k: int) -> list[list[tuple[int, float]]]:
-        vectors = self._encode(queries, queries=True)
+        vectors = self.embed(queries, queries=True)
         if vectors.shape[1] != self._faiss_index.d:
             raise IndexMismatchError(
                 f"Encoder {self.model!r} gives {vectors.shape[1]}-d vectors but the index holds "
@@ -196,7 +196,7 @@ class DenseRetriever(Retriever):
             self._encoder = load_sentence_encoder(self.model, where.device, where.dtype)
         return self._encoder
 
-    def _encode(self, texts: list[str], *, queries: bool) -> np.ndarray:
+    def embed(self, texts: list[str], *, queries: bool) -> np.ndarray:
         """``(len(texts), dim)`` float32 unit vectors, C-contiguous (what FAISS expects)."""
         model = self.encoder()
         # encode_query / encode_document apply the model's query/document prompts (if any).
