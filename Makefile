@@ -17,7 +17,7 @@ demo: setup
 	$(VENV)/bin/ragc demo
 
 lint: setup
-	$(VENV)/bin/ruff check ragc tests benchmarks scripts
+	$(VENV)/bin/ruff check ragc tests benchmarks scripts examples
 	$(VENV)/bin/mypy
 	$(PY) scripts/results_index.py --check
 

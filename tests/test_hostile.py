@@ -207,6 +207,26 @@ def good_passage(i: int = 0) -> Passage:
     return Passage(f"p{i}", "Some text about things.")
 
 
+def li() -> Any:
+    return pytest.importorskip("ragc.integrations.llama_index")
+
+
+def lc() -> Any:
+    return pytest.importorskip("ragc.integrations.langchain")
+
+
+def li_nodes() -> Any:
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    return [NodeWithScore(node=TextNode(id_=r["id"], text=r["text"]), score=1.0) for r in CORPUS]
+
+
+def li_message(role: str) -> Any:
+    from llama_index.core.llms import ChatMessage
+
+    return ChatMessage(role=role, content="hello")
+
+
 def predictions(ws: Workspace, data: bytes) -> Any:
     path = ws.file(f"pred-{hashlib.sha256(data).hexdigest()[:8]}.jsonl", data)
     from ragc.eval.runner import ROW_FIELDS
@@ -447,6 +467,38 @@ API_CASES: list[tuple[str, Callable[[Workspace], Any], type[RagcError]]] = [
                                                                                             max_bytes=0),
      InvalidArgumentError),
     ("cache-key-text-int", lambda ws: cache.segment_key(3, "c", {}),
+     InvalidArgumentError),
+    # -- the LlamaIndex and LangChain adapters (refused before any model runs)
+    ("li-budget-zero", lambda ws: li().RagcNodePostprocessor(compressor="truncate", budget=0.0,
+                                                             tokenizer="smollm2-135m"), BudgetError),
+    ("li-budget-negative-tokens", lambda ws: li().RagcNodePostprocessor(compressor="truncate", budget=-5,
+                                                                        tokenizer="smollm2-135m"), BudgetError),
+    ("li-budget-bool", lambda ws: li().RagcNodePostprocessor(compressor="truncate", budget=True), BudgetError),
+    ("li-soft-compressor", lambda ws: li().RagcNodePostprocessor(compressor="xrag"), InvalidArgumentError),
+    ("li-unknown-compressor", lambda ws: li().RagcNodePostprocessor(compressor="nope"), UnknownComponentError),
+    ("li-no-query-for-sentences", lambda ws: li().RagcNodePostprocessor(
+        compressor="sentences", tokenizer="smollm2-135m").postprocess_nodes(li_nodes()), EmptyQueryError),
+    ("li-not-a-node", lambda ws: li().RagcNodePostprocessor(
+        compressor="truncate", tokenizer="smollm2-135m").postprocess_nodes(["text"]), InvalidArgumentError),
+    ("li-tokenizer-int", lambda ws: li().RagcNodePostprocessor(
+        compressor="truncate", tokenizer=3).postprocess_nodes(li_nodes()), InvalidArgumentError),
+    ("li-llm-max-new-tokens-zero", lambda ws: li().RagcLLM(model="smollm2-135m", max_new_tokens=0),
+     InvalidArgumentError),
+    ("li-llm-tool-role", lambda ws: li().RagcLLM(model="smollm2-135m").chat([li_message("tool")]),
+     InvalidArgumentError),
+    ("li-retriever-k-zero", lambda ws: li().RagcRetriever("bm25", k=0), InvalidArgumentError),
+    ("li-retriever-passages-and-index", lambda ws: li().RagcRetriever("bm25", passages=CORPUS, index=ws.root),
+     InvalidArgumentError),
+    ("li-synthesizer-other-llm", lambda ws: li().RagcSynthesizer(llm=object()), InvalidArgumentError),
+    ("lc-budget-string", lambda ws: lc().RagcDocumentCompressor(compressor="truncate", budget="half"),
+     BudgetError),
+    ("lc-not-a-document", lambda ws: lc().RagcDocumentCompressor(
+        compressor="truncate", tokenizer="smollm2-135m").compress_documents([{"page_content": "x"}], "q"),
+     InvalidArgumentError),
+    ("lc-blank-query-for-tiered", lambda ws: lc().RagcDocumentCompressor(
+        compressor="tiered", tokenizer="smollm2-135m").compress_documents([], " "), EmptyQueryError),
+    ("lc-unknown-retriever", lambda ws: lc().RagcRetriever("nope"), UnknownComponentError),
+    ("chat-no-messages", lambda ws: registry.create("decoder", "hf", model="smollm2-135m").chat_batch([[]]),
      InvalidArgumentError),
     # -- decoder contexts
     ("decoder-soft-for-other-decoder", lambda ws: registry.create("decoder", "hf", model="smollm2-135m").prompt(

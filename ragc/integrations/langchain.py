@@ -93,7 +93,7 @@ class RagcDocumentCompressor(BaseDocumentCompressor):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
     compressor: Any = Field(default="tiered")
-    budget: float | int = Field(default=0.33)
+    budget: Any = Field(default=0.33)
     tokenizer: Any = Field(default="qwen2.5-0.5b")
     max_batch: int = Field(default=16)
     _compression: Compression = PrivateAttr()

@@ -122,7 +122,7 @@ class RagcNodePostprocessor(BaseNodePostprocessor):
     """
 
     compressor: Any = Field(default="tiered", description="ragc compressor: name, mapping or instance")
-    budget: float | int = Field(default=0.33, description="rate in (0, 1] or an int token budget")
+    budget: Any = Field(default=0.33, description="rate in (0, 1] or an int token budget")
     tokenizer: Any = Field(default="qwen2.5-0.5b", description="decoder name, HF id or a RagcLLM")
     max_batch: int = Field(default=16, description="most concurrent async calls batched together")
     _compression: Compression = PrivateAttr()
