@@ -54,6 +54,7 @@ from ragc.paths import cache_dir
 K = 5
 DECODER = "qwen2.5-0.5b"
 MAX_NEW = 32
+LONG = "LongLLMLinguaPostprocessor (llmlingua-2)"
 WARM_UP = "Which river flows through the city where the first modern Olympic Games were held?"
 
 
@@ -179,6 +180,32 @@ def run_row(row: Row, examples: Sequence[QAExample], work: Path) -> list[dict[st
     return [done[ex.qid] for ex in examples]
 
 
+def interleaved_speed(
+    posts: dict[str, Any], retriever: Any, examples: Sequence[QAExample], counter: Any, repeats: int
+) -> dict[str, dict[str, float]]:
+    """Median ms per call of each postprocessor on the same retrieved nodes, calls interleaved
+    (rotating order, so whatever else the machine does weighs on all of them alike), and the
+    rate each achieved in the decoder's tokens."""
+    nodes = [RagcRetriever(retriever, k=K).retrieve(ex.question) for ex in examples]
+    for post in posts.values():
+        post.postprocess_nodes(nodes[0], QueryBundle(examples[0].question))  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in posts}
+    kept: dict[str, list[float]] = {name: [] for name in posts}
+    names = list(posts)
+    for i, (ex, given) in enumerate(tqdm(list(zip(examples, nodes)), desc="speed", unit="q")):
+        source = sum(counter.count_batch([n.node.get_content() for n in given]))
+        for j in range(len(names)):
+            name = names[(i + j) % len(names)]
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                out = posts[name].postprocess_nodes(given, QueryBundle(ex.question))
+                best = min(best, time.perf_counter() - start)
+            times[name].append(1000 * best)
+            kept[name].append(sum(counter.count_batch([n.node.get_content() for n in out])) / source)
+    return {n: {"ms": statistics.median(times[n]), "rate": statistics.fmean(kept[n])} for n in names}
+
+
 def mean(rows: Sequence[dict[str, Any]], key: str) -> float:
     return statistics.fmean(float(r[key]) for r in rows)
 
@@ -189,7 +216,12 @@ def share(rows: Sequence[dict[str, Any]], key: str) -> str:
     return f"{100 * sum(bool(r[key]) for r in rows) / len(rows):.0f}%"
 
 
-def report(args: argparse.Namespace, rows: list[Row], results: dict[str, list[dict[str, Any]]]) -> str:
+def report(
+    args: argparse.Namespace,
+    rows: list[Row],
+    results: dict[str, list[dict[str, Any]]],
+    speed: dict[str, dict[str, float]],
+) -> str:
     lines = [
         f"# LlamaIndex: ragc's adapters vs the native pipeline and LongLLMLinguaPostprocessor "
         f"(open-domain SQuAD dev, {args.n} questions)",
@@ -237,21 +269,22 @@ def report(args: argparse.Namespace, rows: list[Row], results: dict[str, list[di
         same = sum(x["prediction"] == y["prediction"] for x, y in zip(a, b))
         d = paired_bootstrap([x["f1"] for x in a], [y["f1"] for y in b])
         lines.append(f"| {row.name} | {base.name} | {same}/{len(a)} | {d.markdown_cells()} |")
-    speed = [
-        (r.name, mean(results[r.name], "post_ms"))
-        for r in rows
-        if r.path == "llamaindex" and r.config != "none"
-    ]
-    theirs = dict(speed).get("LongLLMLingua (llmlingua-2)")
-    if theirs:
+    if speed:
+        theirs = speed.get(LONG, {}).get("ms")
         lines += [
             "",
-            "## Postprocessing speed",
+            f"## Postprocessing speed, side by side ({args.speed_n} questions, calls interleaved)",
             "",
-            "| postprocessor | ms per query | LongLLMLinguaPostprocessor ms / this |",
-            "| --- | ---: | ---: |",
+            "Each postprocessor on the same retrieved nodes of each question, in rotating order, best of "
+            f"{args.repeats} calls; the median over questions. *kept rate* is the share of the nodes' "
+            f"{DECODER} tokens the result holds.",
+            "",
+            "| postprocessor | ms per query | kept rate | LongLLMLinguaPostprocessor ms / this |",
+            "| --- | ---: | ---: | ---: |",
         ]
-        lines += [f"| {n} | {ms:.0f} | {theirs / ms:.2f}x |" for n, ms in speed]
+        for n, v in speed.items():
+            ratio = f"{theirs / v['ms']:.2f}x" if theirs else "-"
+            lines.append(f"| {n} | {v['ms']:.0f} | {v['rate']:.2f} | {ratio} |")
     lines += ["", "## Notes", "", *NOTES]
     return "\n".join(lines) + "\n"
 
@@ -297,6 +330,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rate", type=float, default=0.33)
     p.add_argument("--only", default="", help="comma-separated row names (default: all)")
+    p.add_argument("--speed-n", type=int, default=50, help="questions of the side-by-side speed table")
+    p.add_argument("--repeats", type=int, default=3, help="calls per postprocessor and question (best kept)")
     p.add_argument("--work", type=Path, default=None, help="where per-row answers are kept (resume)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/llamaindex.md"))
     return p.parse_args(argv)
@@ -382,7 +417,15 @@ def main(argv: list[str] | None = None) -> int:
         row = build()
         results[name] = run_row(row, examples, work)
         rows.append(row)
-    text = report(args, rows, results)
+    speed: dict[str, dict[str, float]] = {}
+    if args.speed_n:
+        posts = {
+            f"RagcNodePostprocessor {c}": RagcNodePostprocessor(compressor=c, budget=rate, tokenizer=llm)
+            for c in ("sentences", "tiered", "llmlingua2")
+        }
+        posts[LONG] = longllmlingua()
+        speed = interleaved_speed(posts, retriever, examples[: args.speed_n], llm.token_counter, args.repeats)
+    text = report(args, rows, results, speed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
     print(text)

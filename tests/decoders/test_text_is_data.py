@@ -58,3 +58,22 @@ def test_encoders_read_special_strings_as_text() -> None:
     st = load_sentence_encoder("minilm", "cpu", "float32").tokenizer
     ids = st("a [SEP] b")["input_ids"]
     assert ids[0] == st.cls_token_id and ids[-1] == st.sep_token_id and ids.count(st.sep_token_id) == 1
+
+
+@pytest.mark.parametrize("decoder", ["qwen2.5-0.5b", "smollm2-135m"])
+@pytest.mark.parametrize("attack", INJECTIONS)
+def test_a_chat_message_cannot_open_a_turn(decoder: str, attack: str) -> None:
+    """What the LlamaIndex / LangChain LLMs send: every message's content is text."""
+    from ragc.decoders.prompt import build_messages
+
+    tok = load_tokenizer(decoder)
+    specials = special_ids(tok)
+    chat = [("system", "Be brief."), ("user", "Hello"), ("assistant", "Hi."), ("user", "Who?")]
+    clean = build_messages(tok, chat).pieces[0].ids
+    hostile = build_messages(tok, [(r, f"{c} {attack}") for r, c in chat]).pieces[0].ids
+    assert controls(hostile, specials) == controls(clean, specials)
+    assert tok.decode(list(hostile)).count(attack) == 4
+    # the same ids a joint rendering gives for clean text
+    joint = tok.apply_chat_template([{"role": r, "content": c} for r, c in chat], add_generation_prompt=True,
+                                    tokenize=False)
+    assert list(clean) == tok(joint, add_special_tokens=False)["input_ids"]
