@@ -78,3 +78,7 @@ class MissingDependencyError(RagcError, ImportError):
 
 class BudgetError(InvalidArgumentError):
     """A compression budget is invalid (rate outside (0, 1], negative tokens)."""
+
+
+class KVPolicyError(RagcError, ValueError):
+    """A KV policy cannot be installed on this model (attention it cannot hook, nested use)."""

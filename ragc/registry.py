@@ -39,6 +39,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
     },
     "kv_policy": {
         "dense": "ragc.kv.base:DensePolicy",
+        "page_retrieval": "ragc.kv.page_retrieval:PageRetrieval",
     },
     "decoder": {
         "hf": "ragc.decoders.hf:HFDecoder",

@@ -213,6 +213,32 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class KVUsage:
+    """How the decoder read its KV cache while decoding one answer (a KV policy's report).
+
+    ``tokens_per_step`` is the KV tokens attended per decoding step (mean over layers and
+    steps, left padding excluded), ``context_tokens`` what dense attention would have
+    attended, ``read_fraction`` the bytes of keys, values and page metadata read over what
+    dense attention reads. ``paged`` is ``False`` when every step took the exact dense path
+    (the cache never exceeded the budget); ``notes`` say why.
+    """
+
+    policy: str
+    steps: int
+    tokens_per_step: float
+    context_tokens: float
+    read_fraction: float
+    paged: bool
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy, "steps": self.steps, "tokens_per_step": round(self.tokens_per_step, 1),
+                "context_tokens": round(self.context_tokens, 1),
+                "read_fraction": round(self.read_fraction, 4),
+                "paged": self.paged}
+
+
+@dataclass(frozen=True)
 class Timings:
     """Wall-clock seconds per stage. ``prefill`` is the decoder's time to first token."""
 
@@ -237,7 +263,8 @@ class Answer:
 
     ``passages`` are the retrieved passages in rank order; ``context`` is what the decoder
     read (with provenance spans); ``truncated_tokens`` > 0 means the prompt was cut to
-    fit the decoder window (see ``warnings``).
+    fit the decoder window (see ``warnings``); ``kv`` is the KV policy's report of what the
+    decoder attended to (``None`` without a reporting policy).
     """
 
     query: str
@@ -250,6 +277,7 @@ class Answer:
     peak_memory_mb: float
     truncated_tokens: int = 0
     warnings: tuple[str, ...] = ()
+    kv: KVUsage | None = None
 
     @property
     def compression_ratio(self) -> float:

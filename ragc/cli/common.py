@@ -35,6 +35,8 @@ def add_pipeline_args(p: argparse.ArgumentParser, *, retrieval: bool = True) -> 
     p.add_argument("--compressor", help="compressor name (none, truncate, sentences, ...)")
     p.add_argument("--budget", type=budget, help="compression rate in (0, 1] or an int token budget")
     p.add_argument("--decoder", help="decoder model: qwen2.5-0.5b, smollm2-135m, an HF id or a path")
+    p.add_argument("--kv-policy", help="how decoding attends over the KV cache: dense or page_retrieval")
+    p.add_argument("--kv-budget", type=int, help="KV tokens attended per decoding step (page_retrieval)")
 
 
 def pipeline_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -54,6 +56,17 @@ def pipeline_config(args: argparse.Namespace) -> dict[str, Any]:
         cfg["decoder"] = {**cfg["decoder"], "model": args.decoder}
     if getattr(args, "k", None) is not None:
         cfg["k"] = args.k
+    if getattr(args, "kv_policy", None):
+        cfg["kv_policy"] = {"name": args.kv_policy}
+    if getattr(args, "kv_budget", None) is not None:
+        policy = cfg.get("kv_policy") or {"name": "dense"}
+        if policy.get("name") != "page_retrieval":
+            raise ConfigError(
+                "--kv-budget sets page_retrieval's token budget, but the KV policy is "
+                f"{policy.get('name')!r}: "
+                "add --kv-policy page_retrieval."
+            )
+        cfg["kv_policy"] = {**policy, "token_budget": args.kv_budget}
     return cfg
 
 
@@ -87,6 +100,12 @@ def format_answer(i: int, a: Answer, gold: Sequence[str] = ()) -> str:
         f"prefill {t.prefill * 1e3:.0f} ms, decode {t.decode * 1e3:.0f} ms, "
         f"TTFT {t.ttft * 1e3:.0f} ms; peak RSS {a.peak_memory_mb:.0f} MiB"
     )
+    if a.kv is not None:
+        lines.append(
+            f"  kv: {a.kv.policy} attended {a.kv.tokens_per_step:.0f} of {a.kv.context_tokens:.0f} "
+            "cached tokens "
+            f"per step, read {a.kv.read_fraction:.1%} of the KV bytes ({a.kv.steps} steps)"
+        )
     lines += [f"  warning: {w}" for w in a.warnings]
     return "\n".join(lines)
 
@@ -108,6 +127,7 @@ def answer_json(a: Answer) -> dict[str, Any]:
         "timings": {**vars(a.timings), "ttft": a.timings.ttft, "total": a.timings.total},
         "peak_memory_mb": a.peak_memory_mb,
         "truncated_tokens": a.truncated_tokens,
+        "kv": a.kv.to_dict() if a.kv is not None else None,
         "warnings": list(a.warnings),
     }
 

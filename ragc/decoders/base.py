@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ragc.tokens import TokenCounter
-from ragc.types import CompressedContext
+from ragc.types import CompressedContext, KVUsage
 
 if TYPE_CHECKING:
     import torch
@@ -51,6 +51,7 @@ class Generation:
     ``prefill_s`` is the time to the first token (prompt forward + choosing the token),
     ``decode_s`` the rest; both are read after a device sync. ``beams`` holds every returned
     beam, best first, for beam search (``text`` is the best one's) and is empty otherwise.
+    ``kv`` is the KV policy's report (:class:`~ragc.types.KVUsage`), if it gives one.
     """
 
     text: str
@@ -62,6 +63,7 @@ class Generation:
     truncated_tokens: int = 0
     warnings: tuple[str, ...] = ()
     beams: tuple[Beam, ...] = ()
+    kv: KVUsage | None = None
 
     @property
     def generated_tokens(self) -> int:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 from ragc.decoders.base import Beam, Generation, LogitsProcessor, PrefillInfo
-from ragc.decoders.generate import Output, Search, generate, left_pad
+from ragc.decoders.generate import Output, Prefilled, Search, decode, generate, left_pad, prefill
 from ragc.decoders.prompt import Prompt, Prompts, build_messages, build_prompt
 from ragc.device import Placed, Placement
 from ragc.errors import ContextTooLongError, EmptyQueryError, InvalidArgumentError, QueryTooLongError
@@ -25,6 +25,17 @@ from ragc.settings import Settings
 from ragc.tokens import TokenCounter
 from ragc.types import CompressedContext
 from ragc.validate import check_choice, check_int, check_text
+
+
+@dataclass(frozen=True, eq=False)
+class PrefilledBatch:
+    """Prompts after one forward (:meth:`HFDecoder.prefill_batch`), ready to decode again."""
+
+    prompts: list[Prompt]
+    state: Prefilled
+    info: PrefillInfo
+    max_new_tokens: int
+    peak_mb: float
 
 
 @dataclass
@@ -195,20 +206,53 @@ class HFDecoder(Placed):
     ) -> list[Generation]:
         lm = self.lm
         batch = left_pad([p.embed(lm) for p in prompts])
-        info = PrefillInfo(
-            width=int(batch.mask.shape[1]),
-            pad=batch.pad,
-            context=tuple(tuple((a + pad, b + pad) for a, b in p.context_spans()) for p, pad in
-                          zip(prompts, batch.pad)),
-            beams=self._search.num_beams,
-        )
-        policy = kv_policy(lm, info) if kv_policy is not None else nullcontext()
-        with policy, PeakMemory(self.where.device) as mem:
+        policy = kv_policy(lm, self._info(prompts, batch.pad)) if kv_policy is not None else nullcontext()
+        with policy as session, PeakMemory(self.where.device) as mem:
             out = generate(lm, batch, search=self._search, max_new_tokens=n_new, eos_ids=self._eos_ids(),
                            logits_processor=logits_processor, cache=cache)
-        return [self._record(p, i, out, mem.peak_mb, n_new) for i, p in enumerate(prompts)]
+        return [self._record(p, i, out, mem.peak_mb, n_new, session) for i, p in enumerate(prompts)]
 
-    def _record(self, prompt: Prompt, i: int, out: Output, peak_mb: float, n_new: int) -> Generation:
+    def _info(self, prompts: list[Prompt], pad: tuple[int, ...]) -> PrefillInfo:
+        return PrefillInfo(
+            width=max(p.length for p in prompts) if prompts else 0,
+            pad=pad,
+            context=tuple(tuple((a + b, c + b) for a, c in p.context_spans()) for p, b in zip(prompts, pad)),
+            beams=self._search.num_beams,
+        )
+
+    # -- one prefill, several decodings -------------------------------------------
+    def prefill_batch(
+        self,
+        queries: Sequence[str],
+        contexts: Sequence[CompressedContext | None],
+        *,
+        max_new_tokens: int | None = None,
+    ) -> PrefilledBatch:
+        """Run the prompts' forward once; :meth:`decode_prefilled` then decodes from copies of the
+        cache, so KV policies or budgets are compared on the same prefill (greedy or sampled)."""
+        if len(queries) != len(contexts) or not queries:
+            raise InvalidArgumentError("prefill_batch needs one context per query, and at least one query.")
+        n_new = check_int("max_new_tokens", self.max_new_tokens if max_new_tokens is None else max_new_tokens,
+                          minimum=1)
+        prompts = [self._fit(self.prompt(q, c), n_new) for q, c in zip(queries, contexts)]
+        batch = left_pad([p.embed(self.lm) for p in prompts])
+        with PeakMemory(self.where.device) as mem:
+            state = prefill(self.lm, batch)
+        return PrefilledBatch(prompts, state, self._info(prompts, batch.pad), n_new, mem.peak_mb)
+
+    def decode_prefilled(self, pre: PrefilledBatch, *, kv_policy: Any = None) -> list[Generation]:
+        """Decode from ``pre`` (unchanged, reusable) under ``kv_policy``."""
+        policy = kv_policy(self.lm, pre.info) if kv_policy is not None else nullcontext()
+        with policy as session, PeakMemory(self.where.device) as mem:
+            out = decode(self.lm, pre.state, search=self._search, max_new_tokens=pre.max_new_tokens,
+                         eos_ids=self._eos_ids())
+        peak = max(mem.peak_mb, pre.peak_mb)
+        return [self._record(p, i, out, peak, pre.max_new_tokens, session) for i, p in enumerate(pre.prompts)]
+
+    def _record(
+        self, prompt: Prompt, i: int, out: Output, peak_mb: float, n_new: int, session: Any
+    ) -> Generation:
+        usage = getattr(session, "usage", None)
         beams = tuple(Beam(self._text(ids, n_new), tuple(ids), score) for ids, score in out.beams[i])
         text = self._text(out.tokens[i], n_new)
         warnings = prompt.warnings
@@ -225,6 +269,7 @@ class HFDecoder(Placed):
             truncated_tokens=prompt.truncated,
             warnings=warnings,
             beams=beams,
+            kv=usage(i) if usage is not None else None,
         )
 
     def _text(self, ids: list[int], n_new: int) -> str:

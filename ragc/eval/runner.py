@@ -248,6 +248,7 @@ def prediction_row(
         total=t.total,
         peak_memory_mb=ans.peak_memory_mb,
         truncated_tokens=ans.truncated_tokens,
+        kv=ans.kv.to_dict() if ans.kv is not None else None,
         warnings=list(ans.warnings),
     )
 

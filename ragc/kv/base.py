@@ -13,6 +13,10 @@ exactly. ``info`` says, per batch row, where the left padding ends and which pos
 the context, so a policy can treat template, context and question differently. Nothing is
 patched at import time.
 
+The context manager's value is the policy's session; if it has ``usage(row) ->
+KVUsage | None`` the decoder puts that report (KV tokens attended per step, fraction of KV
+bytes read) in each :class:`~ragc.decoders.base.Generation` and so in the ``Answer``.
+
 ``dense`` is the identity: the model attends over its whole cache, as without a policy.
 """
 

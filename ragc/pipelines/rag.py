@@ -217,5 +217,6 @@ def build_answer(
         generated_tokens=g.generated_tokens,
         peak_memory_mb=g.peak_memory_mb,
         truncated_tokens=g.truncated_tokens,
-        warnings=g.warnings,
+        warnings=(*g.warnings, *(g.kv.notes if g.kv else ())),
+        kv=g.kv,
     )
