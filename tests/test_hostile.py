@@ -32,6 +32,7 @@ from ragc.errors import (
     IndexMismatchError,
     IndexNotFoundError,
     InvalidArgumentError,
+    KVPolicyError,
     NotIndexedError,
     OutputPathError,
     QueryTooLongError,
@@ -39,6 +40,7 @@ from ragc.errors import (
     UnknownComponentError,
 )
 from ragc.eval import runner
+from ragc.eval.longctx import LongContextSpec, run_long_context
 from ragc.eval.runner import CorruptRunFileError, read_predictions
 from ragc.pipelines.rag import Pipeline
 from ragc.retrievers import load_index
@@ -154,6 +156,10 @@ CLI_CASES: list[tuple[str, tuple[str, ...]]] = [
     ("train-nan-lr", ("train", "xrag", "--out", "{ws.root}/t4", "--lr", "nan")),
     ("demo-zero", ("demo", "-n", "0")),
     ("demo-bad-budget", ("demo", "--budget", "7.5")),
+    ("ask-kv-budget-without-policy", ("ask", "q?", "--closed-book", "--kv-budget", "512")),
+    ("ask-kv-budget-below-a-page", ("ask", "q?", "--closed-book", "--kv-policy", "page_retrieval",
+                                    "--kv-budget", "8")),
+    ("ask-unknown-kv-policy", ("ask", "q?", "--closed-book", "--kv-policy", "h2o")),
 ]
 
 
@@ -238,6 +244,13 @@ ROW = {"qid": "q1", "em": 1.0, "f1": 1.0, "contained": 1.0, "prompt_tokens": 3, 
        "kept_tokens": 3, "rate": 1.0, "ttft": 0.1, "prefill": 0.1, "total": 0.2, "peak_memory_mb": 1.0,
        "truncated_tokens": 0}
 GOOD_ROW = json.dumps(ROW).encode()
+
+def kv_enter(model: Any) -> None:
+    from ragc.decoders.base import PrefillInfo
+
+    with registry.create("kv_policy", "page_retrieval")(model, PrefillInfo(width=1, pad=(0,), context=((),))):
+        pass
+
 
 API_CASES: list[tuple[str, Callable[[Workspace], Any], type[RagcError]]] = [
     # -- Pipeline.index: wrong types, empty corpora, bad passages
@@ -500,6 +513,21 @@ API_CASES: list[tuple[str, Callable[[Workspace], Any], type[RagcError]]] = [
     ("lc-unknown-retriever", lambda ws: lc().RagcRetriever("nope"), UnknownComponentError),
     ("chat-no-messages", lambda ws: registry.create("decoder", "hf", model="smollm2-135m").chat_batch([[]]),
      InvalidArgumentError),
+    # -- KV policies and the long-context runner
+    ("kv-budget-below-a-page", lambda ws: registry.create("kv_policy", "page_retrieval", token_budget=8),
+     InvalidArgumentError),
+    ("kv-page-size-zero", lambda ws: registry.create("kv_policy", "page_retrieval", page_size=0),
+     InvalidArgumentError),
+    ("kv-budget-under-sink-and-recent", lambda ws: registry.create(
+        "kv_policy", "page_retrieval", token_budget=48, sink_tokens=32, recent_tokens=32), InvalidArgumentError),
+    ("kv-unhookable-model", lambda ws: kv_enter(torch.nn.Linear(2, 2)), KVPolicyError),
+    ("kv-config-unknown-param", lambda ws: Pipeline.from_config(
+        {"retriever": None, "kv_policy": {"name": "page_retrieval", "budget": 512}}), ConfigError),
+    ("longctx-unknown-task", lambda ws: LongContextSpec("x", task="haystack"), InvalidArgumentError),
+    ("longctx-no-policies", lambda ws: LongContextSpec("x", policies={}), InvalidArgumentError),
+    ("longctx-bad-label", lambda ws: LongContextSpec("x", policies={"a|b": "dense"}), InvalidArgumentError),
+    ("longctx-run-dir-holds-user-files", lambda ws: run_long_context(LongContextSpec("x"), ws.user_dir),
+     OutputPathError),
     # -- decoder contexts
     ("decoder-soft-for-other-decoder", lambda ws: registry.create("decoder", "hf", model="smollm2-135m").prompt(
         "q?", CompressedContext((SoftSegment(

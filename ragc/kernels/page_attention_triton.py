@@ -16,9 +16,8 @@ bound by memory, not by tensor cores, and this keeps any ``G`` and page size exa
 ``(B, Hq, D)`` in ``q``'s dtype. The result is the reference's exact softmax up to float32
 rounding.
 
-One deviation from the reference: a query head with no valid position at all (every slot
-``-1`` or padding) gets zeros, as the torch path (``scaled_dot_product_attention``) gives,
-where the reference's softmax over only ``-inf`` gives NaN.
+A query head with no valid position at all (every slot ``-1`` or padding) gets zeros, as in
+the reference and the torch path.
 """
 
 from __future__ import annotations

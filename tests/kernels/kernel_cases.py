@@ -207,8 +207,7 @@ def check_attention(page_attention, case: Case, device="cpu") -> None:
 
 
 def check_no_valid_position(page_attention, device="cpu") -> None:
-    """A head with only ``-1`` slots or padding gets zeros, as ``scaled_dot_product_attention``
-    gives (the reference's softmax over nothing but ``-inf`` gives NaN)."""
+    """A head with only ``-1`` slots or padding gets zeros (the reference's definition)."""
     q, k = torch.randn(2, 4, 8, device=device), torch.randn(2, 2, 10, 8, device=device)
     pages = torch.tensor([[[0, 1], [-1, -1]], [[0, -1], [1, -1]]], device=device)
     start = torch.tensor([0, 5], device=device)  # row 1: page 0 is all padding
