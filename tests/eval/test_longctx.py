@@ -62,20 +62,37 @@ def tiny():
 
     tok = load_tokenizer("smollm2-135m")
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096)
-    dec = HFDecoder(model="smollm2-135m", placement={"device": "cpu", "dtype": "float32"}, max_new_tokens=4,
-                    context_policy="error")
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+    )
+    dec = HFDecoder(
+        model="smollm2-135m",
+        placement={"device": "cpu", "dtype": "float32"},
+        max_new_tokens=4,
+        context_policy="error",
+    )
     dec._lm, dec._tok = LlamaForCausalLM(cfg).eval(), tok
     return dec
 
 
 def test_one_prefill_per_sample_and_a_resumed_run(tmp_path: Path, tiny, squad, monkeypatch):
-    spec = LongContextSpec("t", policies={"full": "dense", "b64": {"name": "page_retrieval", "token_budget": 64}},
-                           lengths=(512,), depths=(0.0, 1.0))
+    spec = LongContextSpec(
+        "t",
+        policies={"full": "dense", "b64": {"name": "page_retrieval", "token_budget": 64}},
+        lengths=(512,),
+        depths=(0.0, 1.0),
+    )
     calls = []
     real = type(tiny).prefill_batch
-    monkeypatch.setattr(type(tiny), "prefill_batch", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    monkeypatch.setattr(
+        type(tiny), "prefill_batch", lambda self, *a, **k: calls.append(1) or real(self, *a, **k)
+    )
     summary = run_long_context(spec, tmp_path / "run", decoder=tiny, dataset=squad)
     assert len(calls) == 2  # two samples, each prefilled once for both policies
     lines = (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()
