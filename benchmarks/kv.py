@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ragc.eval.longctx import LongContextSpec, run_long_context
-from ragc.eval.report import command_line, machine_info
+from ragc.eval.report import command_line, cpu_flags, machine_info
 from ragc.eval.stats import paired_bootstrap
 from ragc.paths import cache_dir
 
@@ -53,17 +53,6 @@ def policies(budgets: list[int]) -> dict[str, Any]:
         "full": "dense",
         **{f"budget {b}": {"name": "page_retrieval", "token_budget": b} for b in budgets},
     }
-
-
-def cpu_flags() -> str:
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return "unknown"
-    return (
-        ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags)
-        or "none of avx2/avx512"
-    )
 
 
 # -- (a) and (c) -----------------------------------------------------------------------------

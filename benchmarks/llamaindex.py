@@ -46,7 +46,7 @@ from ragc import Pipeline
 from ragc.config import build_component
 from ragc.datasets import QAExample, load_dataset, sample_examples
 from ragc.eval.metrics import exact_match, f1_score
-from ragc.eval.report import command_line, machine_info
+from ragc.eval.report import command_line, cpu_flags, machine_info
 from ragc.eval.stats import paired_bootstrap
 from ragc.integrations.llama_index import RagcLLM, RagcNodePostprocessor, RagcRetriever, RagcSynthesizer
 from ragc.paths import cache_dir
@@ -311,17 +311,6 @@ NOTES = [
     "it comes back lowercased. Its rate counts GPT-3.5 (cl100k) tokens per 510-token window; "
     "ragc's count the decoder's tokens over all nodes together.",
 ]
-
-
-def cpu_flags() -> str:
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return "unknown"
-    return (
-        ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags)
-        or "none of avx2/avx512"
-    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

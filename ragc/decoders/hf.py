@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 from ragc.decoders.base import Beam, Generation, LogitsProcessor, PrefillInfo
-from ragc.decoders.generate import Output, Prefilled, Search, decode, generate, left_pad, prefill
+from ragc.decoders.generate import Output, Search, generate, left_pad
+from ragc.decoders.prefill import Prefilled, decode, prefill
 from ragc.decoders.prompt import Prompt, Prompts, build_messages, build_prompt
 from ragc.device import Placed, Placement
 from ragc.errors import ContextTooLongError, EmptyQueryError, InvalidArgumentError, QueryTooLongError

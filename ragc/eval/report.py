@@ -142,6 +142,16 @@ def paired_table(pairs: Sequence[tuple[str, str, str]], runs: Path, title: str) 
     ]
 
 
+def cpu_flags() -> str:
+    """The CPU's vector and matrix extensions that decide the fast dtype (for speed reports)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    found = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return ", ".join(found) or "none of avx2/avx512"
+
+
 def machine_info() -> str:
     """One line: CPU count, torch and Python versions, OS and the UTC date."""
     try:

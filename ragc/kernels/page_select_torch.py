@@ -26,9 +26,14 @@ def page_scores(q: torch.Tensor, mins: torch.Tensor, maxs: torch.Tensor) -> torc
 def page_select(
     q: torch.Tensor, mins: torch.Tensor, maxs: torch.Tensor, n_pages: int, keep: torch.Tensor
 ) -> torch.Tensor:
-    scores = page_scores(q, mins, maxs)
+    return select_top(page_scores(q, mins, maxs), n_pages, keep)
+
+
+def select_top(scores: torch.Tensor, n_pages: int, keep: torch.Tensor) -> torch.Tensor:
+    """The selection from ``(B, Hkv, P)`` scores (shared with the Triton path, which only
+    computes the scores differently): kept pages first, then the best, ascending, ``-1``-padded."""
     total = scores.shape[-1]
-    forced = keep[:, None, :] & torch.isfinite(scores)
+    forced = keep.to(scores.device)[:, None, :] & torch.isfinite(scores)
     scores = scores.masked_fill(forced, float("inf"))
     top, idx = scores.sort(dim=-1, descending=True, stable=True)
     top, idx = top[..., :n_pages], idx[..., :n_pages]

@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from ragc.errors import InvalidArgumentError
+from ragc.kernels.page_select_torch import select_top
 
 TILE_ELEMENTS = 4096  # (BLOCK_P, BLOCK_D) elements a program holds per bound
 
@@ -80,15 +81,4 @@ def page_scores(q: torch.Tensor, mins: torch.Tensor, maxs: torch.Tensor) -> torc
 def page_select(
     q: torch.Tensor, mins: torch.Tensor, maxs: torch.Tensor, n_pages: int, keep: torch.Tensor
 ) -> torch.Tensor:
-    scores = page_scores(q, mins, maxs)  # (B, Hkv, P)
-    total = scores.shape[-1]
-    forced = keep.to(scores.device)[:, None, :] & torch.isfinite(scores)
-    scores = scores.masked_fill(forced, float("inf"))
-    top, idx = scores.sort(dim=-1, descending=True, stable=True)
-    top, idx = top[..., :n_pages], idx[..., :n_pages]
-    idx = idx.masked_fill(torch.isneginf(top), total)  # unused slots sort last
-    idx = idx.sort(dim=-1).values
-    idx = idx.masked_fill(idx == total, -1)
-    if idx.shape[-1] < n_pages:
-        idx = torch.nn.functional.pad(idx, (0, n_pages - idx.shape[-1]), value=-1)
-    return idx
+    return select_top(page_scores(q, mins, maxs), n_pages, keep)
