@@ -22,6 +22,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "dense": "ragc.retrievers.dense:DenseRetriever",
         "bm25": "ragc.retrievers.bm25:BM25Retriever",
         "hybrid": "ragc.retrievers.hybrid:HybridRetriever",
+        "generative": "ragc.retrievers.generative:GenerativeRetriever",
         "oracle": "ragc.retrievers.fixed:FixedRetriever",
     },
     "compressor": {

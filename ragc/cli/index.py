@@ -14,7 +14,13 @@ def register(sub: Any) -> None:
     b = isub.add_parser("build", help="index a corpus (JSONL, CSV or a folder of .txt/.md)")
     b.add_argument("corpus")
     b.add_argument("--out", required=True, help="index directory to write")
-    b.add_argument("--retriever", default="hybrid", help="dense, bm25 or hybrid (default)")
+    b.add_argument("--retriever", default="hybrid", help="dense, bm25, generative or hybrid (default)")
+    b.add_argument(
+        "--retrievers",
+        help="with hybrid: the fused retrievers, comma-separated "
+        "(default dense,bm25; e.g. dense,bm25,generative)",
+    )
+    b.add_argument("--weights", help="with hybrid: one RRF weight per fused retriever, comma-separated")
     b.add_argument("--force", action="store_true", help="write into an --out folder holding other files")
     b.set_defaults(func=build)
     i = isub.add_parser("info", help="print an index manifest")
@@ -33,12 +39,36 @@ def build(args: argparse.Namespace) -> int:
             f"The corpus {args.corpus} lies in --out {args.out}: the index would be written over or "
             "beside your files. Choose an --out folder outside the corpus."
         )
-    retriever = registry.create("retriever", args.retriever)  # a bad name before any reading
+    retriever = registry.create("retriever", args.retriever, **hybrid_settings(args))  # before any reading
     passages = load_corpus(args.corpus)
     retriever.index(passages)
     retriever.save(args.out, force=args.force)
     print(f"[ragc] indexed {len(passages)} passages with {args.retriever!r} into {args.out}")
     return 0
+
+
+def hybrid_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``retrievers`` / ``weights`` of a hybrid index from ``--retrievers`` / ``--weights``."""
+    from ragc.errors import ConfigError
+
+    names = [n.strip() for n in (args.retrievers or "").split(",") if n.strip()]
+    weights = [w.strip() for w in (args.weights or "").split(",") if w.strip()]
+    if (names or weights) and args.retriever != "hybrid":
+        raise ConfigError("--retrievers and --weights apply to --retriever hybrid only.")
+    out: dict[str, Any] = {}
+    if names:
+        if "hybrid" in names:
+            raise ConfigError("--retrievers lists the fused retrievers; a hybrid cannot fuse a hybrid.")
+        out["retrievers"] = [{"name": n} for n in names]
+    if weights:
+        try:
+            out["weights"] = [float(w) for w in weights]
+        except ValueError as e:
+            raise ConfigError(f"--weights must be numbers separated by commas, got {args.weights!r}.") from e
+        fused = len(names) if names else 2
+        if len(weights) != fused:
+            raise ConfigError(f"--weights gives {len(weights)} weights for {fused} fused retrievers.")
+    return out
 
 
 def info(args: argparse.Namespace) -> int:

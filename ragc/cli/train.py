@@ -16,12 +16,26 @@ from ragc.cli.common import add_config_arguments, config_from_args
 
 #: command -> (training module, config class, what the artefact is used with)
 TRAINERS = {
-    "llmlingua2": ("ragc.training.llmlingua2", "LLMLingua2TrainConfig",
-                   "train the LLMLingua-2 keep/drop classifier on MiniLM"),
-    "xrag": ("ragc.training.xrag", "XRAGTrainConfig",
-             "train an xRAG projector (retriever embedding -> one decoder token)"),
-    "compllm": ("ragc.training.compllm", "CompLLMTrainConfig",
-                "train CompLLM's LoRA + concept head (segment-wise soft compression)"),
+    "llmlingua2": (
+        "ragc.training.llmlingua2",
+        "LLMLingua2TrainConfig",
+        "train the LLMLingua-2 keep/drop classifier on MiniLM",
+    ),
+    "xrag": (
+        "ragc.training.xrag",
+        "XRAGTrainConfig",
+        "train an xRAG projector (retriever embedding -> one decoder token)",
+    ),
+    "compllm": (
+        "ragc.training.compllm",
+        "CompLLMTrainConfig",
+        "train CompLLM's LoRA + concept head (segment-wise soft compression)",
+    ),
+    "generative": (
+        "ragc.training.generative",
+        "GenerativeTrainConfig",
+        "train the generative retriever's LoRA (question -> n-grams of its gold paragraph)",
+    ),
 }
 
 
@@ -51,6 +65,14 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(getattr(module, config), args)
     record = module.train(cfg, args.out, device=args.device, force=args.force)
     print(json.dumps(record.get("final", record), indent=2))
-    print(f"[ragc] {args.trainer} weights in {args.out}; use them with --compressor {args.trainer} "
-          f"(weights={args.out!r} in the config)")
+    if args.trainer == "generative":
+        print(
+            f"[ragc] generative adapter in {args.out}; use it with the generative retriever "
+            f"(adapter={args.out!r} in the config)"
+        )
+    else:
+        print(
+            f"[ragc] {args.trainer} weights in {args.out}; use them with --compressor {args.trainer} "
+            f"(weights={args.out!r} in the config)"
+        )
     return 0

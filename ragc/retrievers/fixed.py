@@ -31,11 +31,14 @@ class FixedRetriever(Retriever):
         dataset: a QA dataset name (``squad-dev``, ``squad-train``): every question is
             assigned its gold paragraph.
 
-    Assigned passages score ``1 / (1 + position)``. A query with no assignment, or an
+    Assigned passages score ``1 / (1 + position)``; an empty list replays a query nothing
+    matched (every passage scores 0). A query with no assignment, or an
     assigned id missing from the indexed corpus, is an error.
     """
 
     name: ClassVar[str] = "oracle"
+    #: Score of the passages that only fill ``k``: fusion (HybridRetriever) does not count them.
+    no_match_score: ClassVar[float] = 0.0
     assignments: dict[str, list[str]] | str | None = None
     dataset: str | None = None
     _table: dict[str, list[str]] = field(init=False, repr=False, default_factory=dict)
@@ -72,7 +75,7 @@ class FixedRetriever(Retriever):
             if q not in self._table:
                 raise InvalidArgumentError(f"The oracle retriever has no passages for the query {q!r}.")
             ids = [pid for pid in self._table[q] if pid in self._positions]
-            if not ids:
+            if self._table[q] and not ids:  # an empty list is a replayed "no match"
                 raise InvalidArgumentError(f"No passage assigned to {q!r} is in the indexed corpus.")
             row = [(self._positions[pid], 1.0 / (1 + i)) for i, pid in enumerate(ids)][:k]
             taken = {pos for pos, _ in row}
@@ -107,7 +110,7 @@ def _read_assignments(source: Mapping[str, list[str]] | str) -> dict[str, list[s
                 table = {str(r["query"]): list(r["passage_ids"]) for r in rows}
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
             raise CorpusReadError(
-                f"{path} must be JSONL rows of {{\"query\": ..., \"passage_ids\": [...]}}: {e!r}"
+                f'{path} must be JSONL rows of {{"query": ..., "passage_ids": [...]}}: {e!r}'
             ) from e
     for q, ids in table.items():
         if not ids or not all(isinstance(i, str) for i in ids):
