@@ -33,6 +33,7 @@ from ragc.errors import (
     IndexNotFoundError,
     InvalidArgumentError,
     KVPolicyError,
+    ModelNotFoundError,
     NotIndexedError,
     OutputPathError,
     QueryTooLongError,
@@ -159,6 +160,11 @@ CLI_CASES: list[tuple[str, tuple[str, ...]]] = [
     ("ask-kv-budget-without-policy", ("ask", "q?", "--closed-book", "--kv-budget", "512")),
     ("ask-kv-budget-below-a-page", ("ask", "q?", "--closed-book", "--kv-policy", "page_retrieval",
                                     "--kv-budget", "8")),
+    ("index-weights-without-hybrid", ("index", "build", "{ws.corpus}", "--out", "{ws.root}/o3", "--retriever", "bm25",
+                                      "--weights", "1")),
+    ("index-hybrid-weights-count", ("index", "build", "{ws.corpus}", "--out", "{ws.root}/o4", "--retrievers",
+                                    "bm25,generative", "--weights", "1")),
+    ("index-hybrid-of-hybrid", ("index", "build", "{ws.corpus}", "--out", "{ws.root}/o5", "--retrievers", "hybrid")),
     ("ask-unknown-kv-policy", ("ask", "q?", "--closed-book", "--kv-policy", "h2o")),
 ]
 
@@ -528,11 +534,49 @@ API_CASES: list[tuple[str, Callable[[Workspace], Any], type[RagcError]]] = [
     ("longctx-bad-label", lambda ws: LongContextSpec("x", policies={"a|b": "dense"}), InvalidArgumentError),
     ("longctx-run-dir-holds-user-files", lambda ws: run_long_context(LongContextSpec("x"), ws.user_dir),
      OutputPathError),
+    # -- the generative retriever (refused before the generator runs)
+    ("generative-empty-corpus", lambda ws: registry.create("retriever", "generative").index([]), EmptyCorpusError),
+    ("generative-not-indexed", lambda ws: registry.create("retriever", "generative").retrieve("q?", 1),
+     NotIndexedError),
+    ("generative-beams-not-groups", config({"retriever": {"name": "generative", "beams": 15, "groups": 4}}),
+     InvalidArgumentError),
+    ("generative-prompt-without-query", config({"retriever": {"name": "generative", "prompt": "Phrase:"}}),
+     InvalidArgumentError),
+    ("generative-adapter-missing", lambda ws: registry.create(
+        "retriever", "generative", adapter=str(ws.root / "no-adapter")), ModelNotFoundError),
+    ("generative-no-packaged-adapter", lambda ws: registry.create("retriever", "generative", model="qwen2.5-0.5b"),
+     ModelNotFoundError),
+    ("generative-index-other-tokenizer", lambda ws: registry.create(
+        "retriever", "generative", model="qwen2.5-0.5b", adapter=None).load(generative_index(ws)),
+     IndexMismatchError),
+    ("generative-index-other-corpus", lambda ws: load_index(generative_index(ws, edit=True)), IndexMismatchError),
+    ("generative-index-damaged", lambda ws: load_index(generative_index(ws, damage=True)), IndexNotFoundError),
     # -- decoder contexts
     ("decoder-soft-for-other-decoder", lambda ws: registry.create("decoder", "hf", model="smollm2-135m").prompt(
         "q?", CompressedContext((SoftSegment(
             ("a",), torch.zeros(1, 4), "qwen2.5-0.5b"),), 1, 1)), InvalidArgumentError),
 ]
+
+
+def generative_index(ws: Workspace, edit: bool = False, damage: bool = False) -> Path:
+    """A generative index of the corpus (tokenised only: no model runs), in a fresh folder;
+    ``edit`` changes a passage text beside it, ``damage`` truncates its suffix array."""
+    import shutil
+
+    src = ws.root / "idx-generative"
+    if not src.is_dir():
+        r = registry.create("retriever", "generative")
+        r.index(load_corpus(ws.corpus))
+        r.save(src)
+    dst = ws.root / "inputs" / f"gen-{int(edit)}{int(damage)}"
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    if edit:
+        rows = (dst / "passages.jsonl").read_text(encoding="utf-8").replace("waggle", "wiggle")
+        (dst / "passages.jsonl").write_text(rows, encoding="utf-8")
+    if damage:
+        (dst / "ngrams" / "suffixes.npy").write_bytes(b"\x93NUMPY garbage")
+    return dst
 
 
 @pytest.mark.parametrize(("case", "call", "error"), API_CASES, ids=[c for c, _, _ in API_CASES])

@@ -60,8 +60,18 @@ def test_index_build_info_ask_round_trip(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     info = json.loads(ragc("index", "info", str(idx)).stdout)
     assert info["retriever"] == "bm25" and info["num_passages"] >= 30
-    out = ragc("ask", "Who decoded the waggle dance of honeybees?", "--index", str(idx), "--json",
-               "--compressor", "truncate", "--budget", "0.5", *SMOL)
+    out = ragc(
+        "ask",
+        "Who decoded the waggle dance of honeybees?",
+        "--index",
+        str(idx),
+        "--json",
+        "--compressor",
+        "truncate",
+        "--budget",
+        "0.5",
+        *SMOL,
+    )
     assert out.returncode == 0, out.stderr
     ans = json.loads(out.stdout)
     assert ans["passages"] and ans["kept_tokens"] <= ans["source_tokens"] / 2
@@ -76,7 +86,7 @@ def test_demo_prints_answers_with_provenance() -> None:
     # Compressed by default (sentences at a third), each answer beside the uncompressed one.
     assert '"compressor": {"name": "sentences", "budget": 0.33}' in out.stdout
     assert sum(line.startswith("  uncompressed: ") for line in out.stdout.splitlines()) == 2
-    summary = out.stdout[out.stdout.index("[ragc] summary over 2 questions"):].splitlines()
+    summary = out.stdout[out.stdout.index("[ragc] summary over 2 questions") :].splitlines()
     assert summary[1].split(":")[0].strip() == "sentences@0.33" and "/2 correct" in summary[1]
     assert summary[2].split(":")[0].strip() == "uncompressed" and "fewer context tokens" in summary[3]
     tokens = [float(line.split(" context tokens")[0].rsplit(", ", 1)[1]) for line in summary[1:3]]
@@ -104,6 +114,34 @@ def test_eval_writes_predictions_report_and_plot(tmp_path: Path) -> None:
     assert "| cb" in report and "plot.png" in report
     again = ragc("eval", "--closed-book", "-n", "2", "--name", "cb", "--run-dir", str(run), *SMOL)
     assert again.returncode == 0  # resumed: nothing left to answer
-    clash = ragc("eval", "--closed-book", "-n", "2", "--seed", "1", "--name", "cb", "--run-dir", str(run),
-                 *SMOL)
+    clash = ragc(
+        "eval", "--closed-book", "-n", "2", "--seed", "1", "--name", "cb", "--run-dir", str(run), *SMOL
+    )
     assert clash.returncode == 2 and "seed" in clash.stderr
+
+
+def test_index_build_hybrid_fuses_the_named_retrievers(tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    corpus = str(DATA / "demo_corpus.jsonl")
+    out = ragc(
+        "index", "build", corpus, "--out", str(idx), "--retrievers", "bm25,generative", "--weights", "1,0.5"
+    )
+    assert out.returncode == 0, out.stderr
+    manifest = json.loads((idx / "manifest.json").read_text())
+    assert [c["name"] for c in manifest["config"]["retrievers"]] == ["bm25", "generative"]
+    assert manifest["config"]["weights"] == [1.0, 0.5]
+    assert (idx / "1-generative" / "ngrams" / "fmindex.json").is_file()
+    answer = ragc(
+        "ask", "When was the printing press invented?", "--index", str(idx), "-k", "2", "--json", *SMOL
+    )
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads(answer.stdout)["passages"], "the fused index retrieves passages"
+    for flags, message in (
+        (["--retriever", "bm25", "--retrievers", "bm25"], "hybrid only"),
+        (["--retrievers", "bm25,dense", "--weights", "1"], "1 weights for 2"),
+        (["--weights", "1,x"], "numbers"),
+        (["--retrievers", "bm25,hybrid"], "cannot fuse a hybrid"),
+    ):
+        bad = ragc("index", "build", corpus, "--out", str(tmp_path / "bad"), *flags)
+        assert bad.returncode == 2 and message in bad.stderr, (flags, bad.stderr)
+        assert not (tmp_path / "bad").exists(), "nothing is written before the settings are checked"
