@@ -26,7 +26,7 @@ from ragc.validate import check_int
 
 TABLE_DELIMITERS = {".csv": ",", ".tsv": "\t"}
 TEXT_SUFFIXES = (".txt", ".md")
-SUPPORTED = "a .jsonl, .csv, .tsv, .txt or .md file, or a folder of .txt/.md files"
+SUPPORTED = "a .jsonl, .parquet, .csv, .tsv, .txt or .md file, or a folder of .txt/.md files"
 
 DEMO_CORPUS = Path(__file__).parent / "data" / "demo_corpus.jsonl"
 DEMO_QUESTIONS = Path(__file__).parent / "data" / "demo_questions.jsonl"
@@ -95,7 +95,9 @@ def load_corpus(
     if path.is_dir():
         records = _folder_records(path, max_chars)
     elif suffix == ".jsonl":
-        records = _jsonl_records(path, fields)
+        records = jsonl_records(path, read_text(path), fields)
+    elif suffix == ".parquet":
+        records = parquet_records(path, fields)
     elif suffix in TABLE_DELIMITERS:
         records = _table_records(path, fields, TABLE_DELIMITERS[suffix])
     elif suffix in TEXT_SUFFIXES:
@@ -115,8 +117,15 @@ def read_text(path: str | Path) -> str:
     Folder passages' ``start``/``end`` metadata are offsets into this string.
     """
     path = Path(path)
+    return decode_utf8(path, read_bytes(path)).removeprefix("\ufeff")
+
+
+def read_bytes(path: Path, start: int = 0, end: int | None = None) -> bytes:
+    """Bytes ``start:end`` of ``path``; an unreadable file is a :class:`CorpusReadError`."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            f.seek(start)
+            return f.read(-1 if end is None else end - start)
     except PermissionError as e:
         raise CorpusReadError(
             f"Cannot read '{path}': permission denied. Make it readable (e.g. `chmod u+r`) "
@@ -124,17 +133,20 @@ def read_text(path: str | Path) -> str:
         ) from e
     except OSError as e:
         raise CorpusReadError(f"Cannot read '{path}': {e.strerror or e}. Check the path.") from e
+
+
+def decode_utf8(path: Path, data: bytes, offset: int = 0, first_line: int = 1) -> str:
+    """``data`` (read from ``path`` at byte ``offset``, line ``first_line``) as strict UTF-8."""
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
+        line = data.count(b"\n", 0, e.start) + first_line
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         raise CorpusReadError(
-            f"'{path}' is not valid UTF-8: byte 0x{data[e.start]:02x} at byte offset {e.start} "
+            f"'{path}' is not valid UTF-8: byte 0x{data[e.start]:02x} at byte offset {offset + e.start} "
             f"(line {line}, column {column}). Re-save it as UTF-8, e.g. "
             "`iconv -f latin1 -t utf-8 in.txt > out.txt`."
         ) from e
-    return text.removeprefix("\ufeff")
 
 
 def save_jsonl(passages: Iterable[Passage], path: str | Path) -> Path:
@@ -193,9 +205,10 @@ def _collect(records: Iterator[_Record], path: Path, unit: str) -> list[Passage]
     return passages
 
 
-def _jsonl_records(path: Path, fields: _Fields) -> Iterator[_Record]:
+def jsonl_records(path: Path, text: str, fields: _Fields, first_line: int = 1) -> Iterator[_Record]:
+    """Records of JSONL ``text`` read from ``path`` (a slice of it starting at ``first_line``)."""
     # split on "\n" only: JSON strings may hold raw U+2028 etc., which splitlines() cuts.
-    for lineno, line in enumerate(read_text(path).split("\n"), start=1):
+    for lineno, line in enumerate(text.split("\n"), start=first_line):
         if not line.strip():
             continue
         try:
@@ -211,6 +224,36 @@ def _jsonl_records(path: Path, fields: _Fields) -> Iterator[_Record]:
                 f'Write one {{"{fields.text}": "..."}} object per line.'
             )
         yield _make_record(row, fields, path, lineno)
+
+
+def parquet_records(path: Path, fields: _Fields, groups: range | None = None) -> Iterator[_Record]:
+    """Records of a Parquet file (its row groups ``groups``, default all); row ``n`` (1-based,
+    counted over the whole file) plays the part of a line number."""
+    pq = require_pyarrow()
+    try:
+        file = pq.ParquetFile(path)
+        groups = range(file.num_row_groups) if groups is None else groups
+        first = sum(file.metadata.row_group(g).num_rows for g in range(groups.start)) + 1
+        rows = file.read_row_groups(list(groups)).to_pylist() if len(groups) else []
+    except OSError as e:
+        raise CorpusReadError(f"Cannot read Parquet file '{path}': {e}. Check the file.") from e
+    except ValueError as e:  # pyarrow.ArrowInvalid: not a Parquet file
+        raise CorpusReadError(f"'{path}' is not a readable Parquet file: {e}.") from e
+    for n, row in enumerate(rows, start=first):
+        yield _make_record(row, fields, path, n)
+
+
+def require_pyarrow() -> Any:
+    """``pyarrow.parquet``, or an error saying which extra brings it."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        from ragc.errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            "Parquet files need pyarrow: `pip install ragc[parquet]` (also part of ragc[ray])."
+        ) from e
+    return pq
 
 
 def _table_records(path: Path, fields: _Fields, delimiter: str) -> Iterator[_Record]:

@@ -1,4 +1,4 @@
-"""The ``ragc`` command line: demo, ask, index, eval, compare, train, cache.
+"""The ``ragc`` command line: demo, ask, index, compress, eval, compare, train, cache.
 
 One module per command group, each with a ``register(subparsers)``. Heavy libraries are
 imported inside the handlers so ``ragc --help`` stays fast. Every
@@ -12,10 +12,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ragc.cli import ask, cache, demo, evaluate, index, train
+from ragc.cli import ask, cache, compress, demo, evaluate, index, train
 from ragc.errors import RagcError
 
-GROUPS = (demo, ask, index, evaluate, train, cache)
+GROUPS = (demo, ask, index, compress, evaluate, train, cache)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -215,3 +215,20 @@ def _shown(value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value)
     return str(value)
+
+
+def add_engine_args(p: argparse.ArgumentParser, *, shard_help: str) -> None:
+    """``--engine local|ray``, ``--ray-address``, ``--workers``, ``--shard-size``."""
+    g = p.add_argument_group("engine (see README: Scaling out)")
+    g.add_argument("--engine", choices=["local", "ray"], default="local", help="default local")
+    g.add_argument("--ray-address", help="Ray cluster to join (host:port, ray://host:port, auto); "
+                   "default: start a local one for the job")
+    g.add_argument("--workers", type=int, help="Ray actors in the pool (default: one per CPU)")
+    g.add_argument("--shard-size", type=int, help=shard_help)
+    g.add_argument("--max-retries", type=int, default=3, help="retries of a dead worker's shard (default 3)")
+
+
+def engine_from_args(args: argparse.Namespace) -> Any:
+    from ragc.engines import Engine
+
+    return Engine(args.engine, args.ray_address, args.workers, args.max_retries)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ragc.cli.common import add_pipeline_args, pipeline_config
+from ragc.cli.common import add_engine_args, add_pipeline_args, engine_from_args, pipeline_config
 from ragc.errors import MissingDependencyError
 
 
@@ -20,6 +20,7 @@ def register(sub: Any) -> None:
     p.add_argument("--name", help="run name (default: eval)")
     p.add_argument("--run-dir", help="output directory (default runs/<name>); re-run to resume")
     p.add_argument("--force", action="store_true", help="write into a --run-dir holding other files")
+    add_engine_args(p, shard_help="questions per shard with --engine ray (default 25)")
     p.set_defaults(func=run_eval)
 
     p = sub.add_parser(
@@ -45,7 +46,8 @@ def run_eval(args: argparse.Namespace) -> int:
     name = args.name or "eval"
     spec = EvalSpec(name=name, pipeline=cfg, n_questions=args.n, seed=args.seed)
     run_dir = Path(args.run_dir or f"runs/{name}")
-    summary = run_eval(spec, run_dir, force=args.force)
+    summary = run_eval(spec, run_dir, force=args.force, engine=engine_from_args(args),
+                       shard_size=args.shard_size or 25)
     command = command_line("ragc", sys.argv[1:])
     image: str | None = "plot.png"
     try:

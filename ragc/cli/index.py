@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ragc.cli.common import add_engine_args, engine_from_args
+from ragc.errors import ConfigError
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("index", help="build or inspect an index")
@@ -22,6 +25,8 @@ def register(sub: Any) -> None:
     )
     b.add_argument("--weights", help="with hybrid: one RRF weight per fused retriever, comma-separated")
     b.add_argument("--force", action="store_true", help="write into an --out folder holding other files")
+    b.add_argument("--resume", action="store_true", help="sharded: keep finished shards, do the rest")
+    add_engine_args(b, shard_help="passages per shard: build in shards (default with --engine ray: 10000)")
     b.set_defaults(func=build)
     i = isub.add_parser("info", help="print an index manifest")
     i.add_argument("dir")
@@ -40,6 +45,16 @@ def build(args: argparse.Namespace) -> int:
             "beside your files. Choose an --out folder outside the corpus."
         )
     retriever = registry.create("retriever", args.retriever, **hybrid_settings(args))  # before any reading
+    engine = engine_from_args(args)
+    if engine.name == "ray" or args.shard_size or args.resume:
+        from ragc.engines.tasks import DEFAULT_SHARD_SIZE, build_index
+
+        if args.force:
+            raise ConfigError("--force does not apply to a sharded build; use a new --out or --resume.")
+        n = build_index(args.corpus, args.out, retriever, engine,
+                        shard_size=args.shard_size or DEFAULT_SHARD_SIZE, resume=args.resume)
+        print(f"[ragc] indexed {n} passages with {args.retriever!r} ({engine.name} engine) into {args.out}")
+        return 0
     passages = load_corpus(args.corpus)
     retriever.index(passages)
     retriever.save(args.out, force=args.force)
@@ -49,8 +64,6 @@ def build(args: argparse.Namespace) -> int:
 
 def hybrid_settings(args: argparse.Namespace) -> dict[str, Any]:
     """``retrievers`` / ``weights`` of a hybrid index from ``--retrievers`` / ``--weights``."""
-    from ragc.errors import ConfigError
-
     names = [n.strip() for n in (args.retrievers or "").split(",") if n.strip()]
     weights = [w.strip() for w in (args.weights or "").split(",") if w.strip()]
     if (names or weights) and args.retriever != "hybrid":

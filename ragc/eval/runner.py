@@ -254,9 +254,13 @@ def prediction_row(
 
 
 def _answer_all(
-    pipeline: EvalPipeline, todo: Sequence[QAExample], retrieved: Retrieved, spec: EvalSpec, run_dir: Path
+    pipeline: EvalPipeline, todo: Sequence[QAExample], retrieved: Retrieved, spec: EvalSpec, run_dir: Path,
+    engine: Any = None, shard_size: int = 25,
 ) -> None:
     ks = None if pipeline.retriever is None else spec.recall_ks  # closed-book: no recall
+    if engine is not None and engine.name != "local":
+        _answer_sharded(todo, retrieved, spec, run_dir, ks, engine, shard_size)
+        return
     bar = tqdm(total=len(todo), desc=spec.name, unit="q")
     with (run_dir / PREDICTIONS_FILE).open("a", encoding="utf-8") as f, bar:
         for ex in todo:
@@ -267,6 +271,28 @@ def _answer_all(
             f.write(json.dumps(prediction_row(ex, ans, candidates, ks), ensure_ascii=False) + "\n")
             f.flush()  # a killed run keeps every answered question
             bar.update(1)
+
+
+def _answer_sharded(
+    todo: Sequence[QAExample], retrieved: Retrieved, spec: EvalSpec, run_dir: Path,
+    ks: Sequence[int] | None, engine: Any, shard_size: int,
+) -> None:
+    """Questions in shards over the engine's workers; each shard's rows are appended as it
+    arrives (a crash keeps them, a rerun does the rest), once per question."""
+    from ragc.engines import run_shards
+    from ragc.engines.tasks import eval_shards
+    from ragc.engines.workers import EvalWorker
+
+    shards = eval_shards(todo, retrieved, shard_size)
+    with (run_dir / PREDICTIONS_FILE).open("a", encoding="utf-8") as f:
+
+        def write(result: dict[str, Any]) -> None:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in result["rows"])
+            f.flush()
+
+        settings = {"pipeline": spec.pipeline, "ks": list(ks) if ks is not None else None}
+        run_shards(engine, EvalWorker, settings, shards, units=[len(s["questions"]) for s in shards],
+                   desc=spec.name, unit="q", on_result=write)
 
 
 def summarize(name: str, rows: Sequence[Mapping[str, Any]], ks: Sequence[int]) -> EvalSummary:
@@ -318,6 +344,8 @@ def run_eval(
     dataset: OpenDomainQA | None = None,
     *,
     force: bool = False,
+    engine: Any = None,
+    shard_size: int = 25,
 ) -> EvalSummary:
     """Evaluate ``spec`` into ``run_dir`` (resuming it) and return the summary.
 
@@ -325,7 +353,9 @@ def run_eval(
     ``run_dir`` must be new, empty or a run folder (it has ``spec.json``) unless ``force``.
     Retrieval fetches ``max(recall_ks, pipeline.k)`` candidates for all questions in one
     batch; the top ``pipeline.k`` go to ``pipeline.answer``, each with an equal share of
-    the batch time as its retrieval time.
+    the batch time as its retrieval time. With a Ray ``engine``
+    (:class:`ragc.engines.Engine`) the questions are answered in shards of ``shard_size``
+    by a pool of workers; predictions.jsonl ends in question order either way.
     """
     out = claim_folder(run_dir, ours=lambda p: (p / SPEC_FILE).is_file(), what="evaluation run", force=force)
     _check_or_record(out, "spec", spec.to_dict())  # before loading models: fail fast
@@ -339,8 +369,11 @@ def run_eval(
     if todo:
         depth = max(*spec.recall_ks, pipe.k)
         retrieved = retrieve_all(pipe, data, examples, depth, out)
-        _answer_all(pipe, todo, retrieved, spec, out)
+        _answer_all(pipe, todo, retrieved, spec, out, engine, shard_size)
         done = read_predictions(out / PREDICTIONS_FILE, ROW_FIELDS)
+        ordered = [done[ex.qid] for ex in examples if ex.qid in done]  # deterministic, whoever answered
+        lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in ordered)
+        write_atomic(out / PREDICTIONS_FILE, "".join(lines))
     summary = summarize(spec.name, [done[ex.qid] for ex in examples], spec.recall_ks)
     write_atomic(out / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2) + "\n")
     return summary

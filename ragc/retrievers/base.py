@@ -141,10 +141,18 @@ class Retriever(Placed, ABC):
     def __len__(self) -> int:
         return len(self._passages)
 
-    def index(self, passages: Sequence[Passage]) -> None:
-        """Index ``passages``, replacing any previous index."""
+    def index(self, passages: Sequence[Passage], *, embeddings: Any = None) -> None:
+        """Index ``passages``, replacing any previous index.
+
+        ``embeddings``: their document embeddings, already computed (a
+        :class:`~ragc.retrievers.dense.EmbeddingShards`, e.g. by a sharded job); dense
+        retrievers index those instead of encoding, the others ignore them.
+        """
         items = check_passages(passages)
-        self._index(items)
+        if embeddings is None:
+            self._index(items)
+        else:
+            self._index_embedded(items, embeddings)
         self._passages = items
 
     def retrieve(self, query: str, k: int) -> list[Scored]:
@@ -226,6 +234,10 @@ class Retriever(Placed, ABC):
 
     @abstractmethod
     def _index(self, passages: list[Passage]) -> None: ...
+
+    def _index_embedded(self, passages: list[Passage], embeddings: Any) -> None:
+        """Index from precomputed embeddings (only dense retrievers use them)."""
+        self._index(passages)
 
     @abstractmethod
     def _search(self, queries: list[str], k: int) -> list[list[tuple[int, float]]]:

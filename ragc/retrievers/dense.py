@@ -6,7 +6,7 @@ Embeddings are L2-normalised in float32, so inner product = cosine similarity.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +36,9 @@ HAS_FAISS = faiss is not None
 HAS_FAISS_GPU = bool(HAS_FAISS and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0)
 
 INDEX_FILE = "index.faiss"
-IndexType = Literal["flat", "hnsw", "ivf"]
-_INDEX_TYPES = ("flat", "hnsw", "ivf")
+IndexType = Literal["flat", "hnsw", "ivf", "ivfpq"]
+_INDEX_TYPES = ("flat", "hnsw", "ivf", "ivfpq")
+_PQ_BITS = 8  # 256 centroids per sub-quantizer: one byte per sub-vector
 # faiss warns below 39 training points per IVF centroid (its k-means minimum).
 _IVF_POINTS_PER_LIST = 39
 
@@ -59,6 +60,49 @@ def auto_nlist(n: int) -> int:
     return max(1, min(round(4 * n**0.5), n // _IVF_POINTS_PER_LIST))
 
 
+def auto_pq_m(dim: int) -> int:
+    """PQ sub-quantizers for ``dim``-d vectors: the most that give >= 8 dimensions each."""
+    return max(m for m in range(1, dim // 8 + 1) if dim % m == 0) if dim >= 8 else 1
+
+
+def training_size(n: int, nlist: int, pq: bool) -> int:
+    """Vectors an IVF index trains on: 256 per list (FAISS samples down to that anyway), at
+    least 39 per PQ centroid with PQ, never more than the corpus."""
+    return min(n, max(256 * nlist, 39 * 2**_PQ_BITS if pq else 0))
+
+
+def training_rows(n: int, size: int) -> np.ndarray:
+    """Sorted positions of the ``size`` training vectors among ``n`` (seeded: the same every build)."""
+    if size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, size=size, replace=False))
+
+
+@dataclass(frozen=True)
+class EmbeddingShards:
+    """Document embeddings in passage order, held in shards loaded one at a time (so an
+    IVF/IVF-PQ index of a corpus larger than memory is built shard by shard)."""
+
+    sizes: tuple[int, ...]
+    dimension: int
+    load: Callable[[int], np.ndarray]
+    model: str  # the encoder that made them
+
+    @classmethod
+    def of(cls, vectors: np.ndarray, model: str) -> EmbeddingShards:
+        return cls((len(vectors),), int(vectors.shape[1]), lambda i: vectors, model)
+
+    def rows(self, positions: np.ndarray) -> np.ndarray:
+        """The vectors at sorted global ``positions``."""
+        out, start = [], 0
+        for i, size in enumerate(self.sizes):
+            local = positions[(positions >= start) & (positions < start + size)] - start
+            if len(local):
+                out.append(self.load(i)[local])
+            start += size
+        return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+
+
 @dataclass(eq=False)
 class DenseRetriever(Retriever):
     """Bi-encoder retrieval (Sentence-BERT / DPR style) over a FAISS index.
@@ -66,11 +110,14 @@ class DenseRetriever(Retriever):
     Parameters:
         model: packaged encoder name (``"minilm"``), HF id or local sentence-transformers folder.
         index_type: ``"flat"`` (exact inner product), ``"hnsw"`` (graph, approximate) or
-            ``"ivf"`` (inverted lists, approximate).
+            ``"ivf"`` (inverted lists, approximate) or ``"ivfpq"`` (inverted lists of
+            product-quantised codes: ~1/32 of the memory, for corpora of millions).
         hnsw_m: HNSW graph degree (``hnsw`` only; fixed at build time).
         ef_search: HNSW search beam width (``hnsw`` only; larger = more exact, slower).
-        nlist: IVF list count; 0 = auto (~4*sqrt(n), at most n // 39).
-        nprobe: IVF lists scanned per query (``ivf`` only).
+        nlist: IVF list count (``ivf``, ``ivfpq``); 0 = auto (~4*sqrt(n), at most n // 39).
+        nprobe: IVF lists scanned per query (``ivf``, ``ivfpq``).
+        pq_m: IVF-PQ sub-quantizers (bytes per vector); 0 = auto (8 dimensions each). IVF
+            indexes train on :func:`training_size` vectors, a seeded sample of the corpus.
         batch_size: encoder batch size.
         placement: where the encoder runs (default: the pipeline's; ``dtype: auto``).
         show_progress: show a progress bar while encoding the corpus.
@@ -86,6 +133,7 @@ class DenseRetriever(Retriever):
     ef_search: int = 64
     nlist: int = 0
     nprobe: int = 8
+    pq_m: int = 0
     batch_size: int = 64
     placement: Placement | dict[str, Any] | str | None = None
     show_progress: bool = True
@@ -104,6 +152,7 @@ class DenseRetriever(Retriever):
         for field_name in ("hnsw_m", "ef_search", "nprobe", "batch_size"):
             check_int(field_name, getattr(self, field_name), minimum=1)
         check_int("nlist", self.nlist, minimum=0)
+        check_int("pq_m", self.pq_m, minimum=0)
         check_bool("show_progress", self.show_progress)
         if self.max_seq_length is not None:
             check_int("max_seq_length", self.max_seq_length, minimum=1)
@@ -116,8 +165,10 @@ class DenseRetriever(Retriever):
         cfg: dict[str, Any] = {"model": self.model, "index_type": self.index_type}
         if self.index_type == "hnsw":
             cfg["hnsw_m"] = self.hnsw_m
-        if self.index_type == "ivf":
+        if self.index_type in ("ivf", "ivfpq"):
             cfg["nlist"] = self.nlist
+        if self.index_type == "ivfpq":
+            cfg["pq_m"] = self.pq_m
         return cfg
 
     def _manifest_extra(self) -> dict[str, Any]:
@@ -136,10 +187,22 @@ class DenseRetriever(Retriever):
         super()._check_manifest(manifest, directory)
 
     def _index(self, passages: list[Passage]) -> None:
-        fa = require_faiss()
         vectors = self.embed([indexed_text(p) for p in passages], queries=False)
-        index = self._build_index(fa, vectors)
-        index.add(vectors)
+        self._index_embedded(passages, EmbeddingShards.of(vectors, self.model))
+
+    def _index_embedded(self, passages: list[Passage], embeddings: Any) -> None:
+        """Index ``passages`` from their precomputed :class:`EmbeddingShards`."""
+        fa = require_faiss()
+        if embeddings.model != self.model:
+            raise IndexMismatchError(
+                f"The embeddings were made by {embeddings.model!r}; this retriever uses {self.model!r}."
+            )
+        n = sum(embeddings.sizes)
+        if n != len(passages):
+            raise IndexMismatchError(f"{n} embeddings were given for {len(passages)} passages.")
+        index = self._build_index(fa, n, embeddings)
+        for i in range(len(embeddings.sizes)):
+            index.add(np.ascontiguousarray(embeddings.load(i), dtype=np.float32))
         self._faiss_index = self._to_device(index)
 
     def _search(self, queries: list[str], k: int) -> list[list[tuple[int, float]]]:
@@ -214,8 +277,8 @@ class DenseRetriever(Retriever):
         return vectors
 
     # -- FAISS --------------------------------------------------------------------
-    def _build_index(self, fa: Any, vectors: np.ndarray) -> Any:
-        n, dim = vectors.shape
+    def _build_index(self, fa: Any, n: int, embeddings: EmbeddingShards) -> Any:
+        dim = embeddings.dimension
         if self.index_type == "flat":
             return fa.IndexFlatIP(dim)
         if self.index_type == "hnsw":
@@ -227,16 +290,29 @@ class DenseRetriever(Retriever):
                 "or a smaller value."
             )
         quantizer = fa.IndexFlatIP(dim)
-        index = fa.IndexIVFFlat(quantizer, dim, nlist, fa.METRIC_INNER_PRODUCT)
+        pq = self.index_type == "ivfpq"
+        if pq:
+            m = self.pq_m or auto_pq_m(dim)
+            if dim % m:
+                raise InvalidArgumentError(f"pq_m={m} must divide the embedding dimension {dim}.")
+            if n < 2**_PQ_BITS:
+                raise InvalidArgumentError(
+                    f"index_type='ivfpq' needs at least {2**_PQ_BITS} passages to train its codebooks, "
+                    f"got {n}; use 'flat' or 'ivf' for a corpus this small."
+                )
+            index = fa.IndexIVFPQ(quantizer, dim, nlist, m, _PQ_BITS, fa.METRIC_INNER_PRODUCT)
+        else:
+            index = fa.IndexIVFFlat(quantizer, dim, nlist, fa.METRIC_INNER_PRODUCT)
         if nlist == 1:  # one centroid is just the mean: silence FAISS's small-sample warning
             index.cp.min_points_per_centroid = 1
-        index.train(vectors)  # k-means with FAISS's fixed seed: deterministic
+        sample = embeddings.rows(training_rows(n, training_size(n, nlist, pq)))
+        index.train(sample)  # k-means with FAISS's fixed seed: deterministic
         return index
 
     def _set_search_params(self, index: Any, *, exhaustive: bool) -> None:
         if self.index_type == "hnsw":
             index.hnsw.efSearch = max(self.ef_search, index.ntotal) if exhaustive else self.ef_search
-        elif self.index_type == "ivf":
+        elif self.index_type in ("ivf", "ivfpq"):
             index.nprobe = index.nlist if exhaustive else min(self.nprobe, index.nlist)
 
     def _fill_missing(

@@ -85,9 +85,12 @@ class HybridRetriever(Retriever):
 
     # -- Retriever hooks ----------------------------------------------------------
     def _index(self, passages: list[Passage]) -> None:
+        self._index_embedded(passages, None)
+
+    def _index_embedded(self, passages: list[Passage], embeddings: Any) -> None:
         self._passages = []  # if a child fails half-way, be "not indexed" rather than mixed
         for child in self._children:
-            child.index(passages)
+            child.index(passages, embeddings=embeddings)
         self._positions = {p.id: i for i, p in enumerate(passages)}
 
     def _search(self, queries: list[str], k: int) -> list[list[tuple[int, float]]]:

@@ -1,0 +1,127 @@
+"""The Ray engine: shards as rows of a Ray Data dataset, mapped by a pool of actors.
+
+Each actor is one :class:`~ragc.engines.workers.ShardWorker` holding its models for the
+whole job (``map_batches`` with ``compute=ActorPoolStrategy(size=workers)``, one shard per
+batch). Actor CPUs are fractional, so ``workers`` actors fit on ``workers`` CPUs with room
+left for Ray Data's own tasks (on a 2-CPU machine two whole-CPU actors starve them and the
+job hangs). A dead actor is restarted and its shard retried at most ``max_retries`` times
+(Ray's default is forever), then the job fails. Ray is imported here only, when a job runs.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ragc.engines.run import Engine, ShardFailedError, local_threads
+from ragc.errors import ConfigError, MissingDependencyError, RagcError
+
+CONNECT_TIMEOUT = 5.0  # seconds to reach --ray-address before giving up
+
+
+class RayUnavailableError(RagcError, ConnectionError):
+    """The Ray cluster at ``--ray-address`` cannot be reached."""
+
+
+def require_ray() -> Any:
+    try:
+        import ray
+    except ImportError as e:
+        raise MissingDependencyError(
+            "--engine ray needs Ray: `pip install ragc[ray]` (ray[data] and pyarrow)."
+        ) from e
+    return ray
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Fail within ``timeout`` seconds if nothing listens at ``address`` (``ray.init`` would
+    retry for a minute or more)."""
+    if address == "auto":
+        return
+    hostport = address.removeprefix("ray://").rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address must be host:port, ray://host:port or auto, got {address!r}.")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        raise RayUnavailableError(
+            f"Cannot reach a Ray cluster at {address} within {timeout:.0f} s ({e}). Start one with "
+            "`ray start --head` (and pass the address it prints), or drop --ray-address to run on a "
+            "local cluster started for this job."
+        ) from e
+
+
+def connect(engine: Engine) -> tuple[Any, bool]:
+    """``(ray, started)``: joins ``engine.address``, or the cluster this process already
+    joined, or starts a local one (``started``: the caller shuts it down)."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return ray, False
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+    if engine.address:
+        check_reachable(engine.address)
+        try:
+            ray.init(address=engine.address, log_to_driver=False, runtime_env=env)
+        except (ConnectionError, RuntimeError) as e:
+            raise RayUnavailableError(f"Cannot join the Ray cluster at {engine.address}: {e}") from e
+    else:
+        ray.init(num_cpus=local_threads(), include_dashboard=False, log_to_driver=False, runtime_env=env)
+    return ray, True
+
+
+def actor_shape(cpus: float, workers: int) -> tuple[float, int]:
+    """``(CPUs per actor, torch threads per actor)`` for ``workers`` actors on ``cpus`` CPUs:
+    the actors share 90% of the CPUs (the rest is Ray Data's), each using ~its share in threads."""
+    per = max(0.05, 0.9 * cpus / workers)
+    return per, max(1, round(per))
+
+
+def run_on_ray(
+    engine: Engine,
+    worker: type,
+    settings: Mapping[str, Any],
+    pieces: Sequence[Mapping[str, Any]],
+    arrive: Callable[[dict[str, Any]], None],
+) -> None:
+    """Map ``worker`` over ``pieces`` on Ray; ``arrive`` gets each result as it comes."""
+    ray, started = connect(engine)
+    try:
+        from ray.data import ActorPoolStrategy, DataContext
+
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = False  # the job has its own bar
+        ctx.execution_options.preserve_order = False
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        workers = min(engine.workers or max(1, int(cpus)), len(pieces))
+        per, threads = actor_shape(cpus, workers)
+        rows = [{"n": int(p["n"]), "piece": json.dumps(p)} for p in pieces]
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+
+        out = ds.map_batches(
+            worker,
+            fn_constructor_kwargs={"settings": {**settings, "threads": threads}},
+            batch_size=1,
+            batch_format="numpy",
+            compute=ActorPoolStrategy(size=workers),
+            num_cpus=per,
+            max_restarts=engine.max_retries,
+            max_task_retries=engine.max_retries,
+        )
+        try:
+            for row in out.iter_rows():
+                arrive(json.loads(str(row["result"])))
+        except RagcError:
+            raise
+        except Exception as e:  # Ray wraps what killed the job in its own exception types
+            raise ShardFailedError(
+                f"The Ray job stopped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
+                f"A worker may have died more than {engine.max_retries} times. Finished shards are kept: "
+                "rerun with --resume."
+            ) from e
+    finally:
+        if started:
+            ray.shutdown()
