@@ -37,6 +37,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "tiered": "ragc.compressors.tiered:TieredCompressor",
         "xrag": "ragc.compressors.xrag:XRAGCompressor",
         "compllm": "ragc.compressors.compllm:CompLLMCompressor",
+        "precompressed": "ragc.compressors.precompressed:PrecompressedCompressor",
     },
     "kv_policy": {
         "dense": "ragc.kv.base:DensePolicy",

@@ -2,15 +2,18 @@
 
 ::
 
-    OUT/job.json                 # kind, settings and the planned pieces (fingerprint)
+    OUT/job.json                 # kind and settings: what the job is
+    OUT/plan.json                # the corpus pieces as last planned (with content stamps)
     OUT/shards/part-00007.json   # written last: the shard is finished (rows, skipped, worker pid)
     OUT/shards/part-00007.*      # its data (Parquet rows, safetensors vectors, JSONL predictions)
 
 Every shard file is written under a temporary name and renamed, and a shard's name is fixed
 by its piece, so a retried or resumed shard replaces the same files: a passage is never
-written twice, and a rerun with ``resume`` does only the shards without a marker. A folder
-holding another job's shards is refused (its ``job.json`` differs), and so is a rerun of
-this job without ``resume`` (its finished shards would be silently reused).
+written twice. A rerun with ``resume`` plans the corpus again and does the shards without a
+marker and those whose piece changed (a fixed line of a JSONL file redoes its shard and the
+shards after it whose byte ranges moved, nothing before it). A folder holding another job's
+shards is refused (its ``job.json`` differs), and so is a rerun of this job without
+``resume`` (its finished shards would be silently reused).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ragc.errors import OutputPathError
 from ragc.io import write_json
 
 JOB_FILE = "job.json"
+PLAN_FILE = "plan.json"
 SHARDS = "shards"
 
 
@@ -84,3 +88,19 @@ def claim_job(folder: str | Path, job: Mapping[str, Any], *, resume: bool, what:
         raise OutputPathError(f"Cannot create {out} for the {what}: {e.strerror or e}.") from e
     write_json(job_file, want)
     return out
+
+
+def reconcile(folder: Path, pieces: list[dict[str, Any]]) -> int:
+    """Record the plan ``pieces``; unmark shards planned differently before. Returns the
+    number of finished shards that stay."""
+    path = folder / PLAN_FILE
+    try:
+        old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        old = []  # an unreadable plan: trust no marker
+    for marker in (folder / SHARDS).glob("part-*.json"):
+        n = int(marker.stem.removeprefix("part-"))
+        if n >= len(pieces) or n >= len(old) or old[n] != pieces[n]:
+            marker.unlink()
+    write_json(path, pieces)
+    return len(list((folder / SHARDS).glob("part-*.json")))

@@ -11,6 +11,7 @@ workers as they are.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,8 +43,9 @@ class Piece:
 
     ``path`` is the file (for ``files``: the folder, and ``files`` its relative paths);
     ``start``/``end`` are byte offsets (jsonl) or row groups (parquet); ``first`` is the
-    line number of ``start`` (jsonl); ``size`` is the file size when planned (a changed
-    file makes a resumed job stale).
+    line number of ``start`` (jsonl); ``stamp`` identifies the content planned (a hash of
+    the byte range for jsonl, sizes and modification times otherwise): a resumed job redoes
+    exactly the shards whose piece changed.
     """
 
     index: int
@@ -52,7 +54,7 @@ class Piece:
     start: int = 0
     end: int = 0
     first: int = 1
-    size: int = 0
+    stamp: str = ""
     files: tuple[str, ...] = ()
     rows: int = 0  # lines (jsonl) or rows (parquet) planned: the progress bar's estimate
 
@@ -90,15 +92,21 @@ def plan_pieces(path: str | Path, size: int = 10_000) -> list[Piece]:
         if not rel:
             raise EmptyCorpusError(f"Folder '{path}' has no .txt or .md files.")
         return [
-            Piece(n, "files", str(path), files=tuple(rel[i : i + size]))
+            Piece(
+                n,
+                "files",
+                str(path),
+                stamp=_stat_stamp(path, rel[i : i + size]),
+                files=tuple(rel[i : i + size]),
+            )
             for n, i in enumerate(range(0, len(rel), size))
         ]
-    stat_size = path.stat().st_size
+    stamp = _stat_stamp(path.parent, [path.name])
     if suffix == ".jsonl":
         ranges = list(_line_ranges(path, size))
         return [
-            Piece(n, "jsonl", str(path), a, b, first, stat_size, rows=lines)
-            for n, (a, b, first, lines) in enumerate(ranges)
+            Piece(n, "jsonl", str(path), a, b, first, digest, rows=lines)
+            for n, (a, b, first, lines, digest) in enumerate(ranges)
         ]
     if suffix == ".parquet":
         meta = require_pyarrow().ParquetFile(path).metadata
@@ -109,12 +117,12 @@ def plan_pieces(path: str | Path, size: int = 10_000) -> list[Piece]:
                 groups.append((start, g + 1, rows))
                 start, rows = g + 1, 0
         return [
-            Piece(n, "parquet", str(path), a, b, size=stat_size, rows=r) for n, (a, b, r) in enumerate(groups)
+            Piece(n, "parquet", str(path), a, b, stamp=stamp, rows=r) for n, (a, b, r) in enumerate(groups)
         ]
     if suffix in TABLE_DELIMITERS:
-        return [Piece(0, "table", str(path), size=stat_size)]
+        return [Piece(0, "table", str(path), stamp=stamp)]
     if suffix in TEXT_SUFFIXES:
-        return [Piece(0, "text", str(path), size=stat_size)]
+        return [Piece(0, "text", str(path), stamp=stamp)]
     raise CorpusReadError(f"'{path}': unsupported corpus format '{suffix or '(no extension)'}'.")
 
 
@@ -131,11 +139,6 @@ def read_piece(
     path = Path(piece.path)
     if piece.kind == "files":
         return [r for rel in piece.files for r in _text_file_records(path / rel, rel, max_chars)]
-    if piece.size and path.is_file() and path.stat().st_size != piece.size:
-        raise CorpusReadError(
-            f"'{path}' changed size since the job was planned ({piece.size} -> {path.stat().st_size} "
-            "bytes); start the job again without --resume."
-        )
     records: Iterator[_Record]
     if piece.kind == "jsonl":
         text = decode_utf8(path, read_bytes(path, piece.start, piece.end), piece.start, piece.first)
@@ -151,9 +154,11 @@ def read_piece(
     return list(records)
 
 
-def _line_ranges(path: Path, size: int) -> Iterator[tuple[int, int, int, int]]:
-    """``(start, end, first line, lines)`` byte ranges of ``size`` lines each, cut after a newline."""
+def _line_ranges(path: Path, size: int) -> Iterator[tuple[int, int, int, int, str]]:
+    """``(start, end, first line, lines, content hash)`` of ranges of ``size`` lines each,
+    cut after a newline: one pass over the file."""
     start, first, lines, offset = 0, 1, 0, 0
+    digest = hashlib.blake2b(digest_size=16)
     try:
         f = path.open("rb")
     except OSError as e:
@@ -162,17 +167,28 @@ def _line_ranges(path: Path, size: int) -> Iterator[tuple[int, int, int, int]]:
         while block := f.read(_BLOCK):
             pos = 0
             while True:
-                need = size - lines
-                cut = _nth_newline(block, pos, need)
+                cut = _nth_newline(block, pos, size - lines)
                 if cut is None:
                     lines += block.count(b"\n", pos)
+                    digest.update(block[pos:])
                     break
+                digest.update(block[pos : cut + 1])
                 end = offset + cut + 1
-                yield start, end, first, size
+                yield start, end, first, size, digest.hexdigest()
                 start, first, lines, pos = end, first + size, 0, cut + 1
+                digest = hashlib.blake2b(digest_size=16)
             offset += len(block)
     if offset > start:
-        yield start, offset, first, lines + 1
+        yield start, offset, first, lines + 1, digest.hexdigest()
+
+
+def _stat_stamp(root: Path, rel: list[str]) -> str:
+    """Sizes and modification times of files (what a Parquet or text piece is checked by)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for r in rel:
+        st = (root / r).stat()
+        digest.update(f"{r}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def _nth_newline(block: bytes, pos: int, n: int) -> int | None:

@@ -117,8 +117,10 @@ def run_on_ray(
         except RagcError:
             raise
         except Exception as e:  # Ray wraps what killed the job in its own exception types
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            cause = lines[0] + (f" ... {lines[-1]}" if len(lines) > 1 else "") if lines else ""
             raise ShardFailedError(
-                f"The Ray job stopped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
+                f"The Ray job stopped: {type(e).__name__}: {cause}. "
                 f"A worker may have died more than {engine.max_retries} times. Finished shards are kept: "
                 "rerun with --resume."
             ) from e

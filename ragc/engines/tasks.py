@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ragc.engines.jobs import claim_job, finished, shard_stem
+from ragc.engines.jobs import claim_job, finished, reconcile, shard_stem
 from ragc.engines.pieces import Piece, plan_pieces
 from ragc.engines.run import Engine, run_shards
 from ragc.engines.workers import CompressWorker, EmbedWorker, passage_of, read_parquet_rows
@@ -114,9 +114,11 @@ def build_index(
         "retriever": retriever.name,
         "config": retriever.config(),
         "embed": embed,
-        "pieces": [s["corpus"] for s in shards],
+        "corpus": str(Path(corpus).resolve()),
+        "shard_size": shard_size,
     }
     folder = claim_job(out, job, resume=resume, what="index")
+    reconcile(folder, [s["corpus"] for s in shards])
     _run_missing(engine, EmbedWorker, {"dense": embed}, folder, shards, "index")
     passages = merged_passages(folder, shards, corpus)
     embeddings = None
@@ -162,6 +164,7 @@ def compress_corpus(
         )
     Budget.parse(budget)
     registry.create("compressor", compressor, **(options or {}))  # bad options fail before any work
+    registry.create("decoder", "hf", model=decoder)
     pieces = plan_pieces(corpus, shard_size)
     shards = _shards(pieces)
     settings = {
@@ -174,9 +177,11 @@ def compress_corpus(
     job = {
         "kind": "compress",
         **{k: v for k, v in settings.items() if k != "cache_dir"},
-        "pieces": [s["corpus"] for s in shards],
+        "corpus": str(Path(corpus).resolve()),
+        "shard_size": shard_size,
     }
     folder = claim_job(out, job, resume=resume, what="compressed corpus")
+    reconcile(folder, [s["corpus"] for s in shards])
     _run_missing(engine, CompressWorker, settings, folder, shards, f"compress {compressor}")
     infos = [finished(folder, s["n"]) or {} for s in shards]
     return {
@@ -189,15 +194,15 @@ def compress_corpus(
 
 def read_compressed(folder: str | Path) -> dict[str, dict[str, Any]]:
     """passage id -> row (``text``, ``compressed``, token counts) of a ``ragc compress`` folder."""
-    from ragc.engines.jobs import JOB_FILE
+    from ragc.engines.jobs import PLAN_FILE
 
     folder = Path(folder)
     try:
-        job = json.loads((folder / JOB_FILE).read_text(encoding="utf-8"))
+        plan = json.loads((folder / PLAN_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CorpusReadError(f"{folder} is not a `ragc compress` folder ({e}).") from e
     rows: dict[str, dict[str, Any]] = {}
-    for n in range(len(job["pieces"])):
+    for n in range(len(plan)):
         if finished(folder, n) is None:
             raise CorpusReadError(f"{folder}: shard {n} is not finished; rerun `ragc compress ... --resume`.")
         for row in read_parquet_rows(shard_stem(folder, n).with_suffix(".parquet")):

@@ -125,7 +125,7 @@ class CompressWorker(ShardWorker):
         from ragc.cache import SegmentCache
 
         self.compressor = registry.create("compressor", settings["compressor"], **settings["options"])
-        decoder = registry.create("decoder", settings["decoder"])
+        decoder = registry.create("decoder", "hf", model=settings["decoder"])
         self.compressor.bind(decoder.token_counter)
         if settings.get("cache_dir"):
             self.compressor.use_cache(SegmentCache(settings["cache_dir"]))
@@ -145,6 +145,7 @@ class CompressWorker(ShardWorker):
             shard_stem(self.out, n).with_suffix(".parquet"),
             passages,
             compressed=[c.text for c in contexts],
+            spans=[json.dumps([getattr(g, "spans", ()) for g in c.segments]) for c in contexts],
             source_tokens=[c.source_tokens for c in contexts],
             kept_tokens=[c.kept_tokens for c in contexts],
         )
