@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
-EXTRAS="${RAGC_EXTRAS:-cpu,dev,report,llamaindex,langchain,triton,generative}"
+EXTRAS="${RAGC_EXTRAS:-cpu,dev,report,llamaindex,langchain,triton,generative,ray}"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 # This machine's pip config points at local wheel folders that may not exist; hide those

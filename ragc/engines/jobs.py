@@ -19,6 +19,8 @@ shards is refused (its ``job.json`` differs), and so is a rerun of this job with
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,7 +50,9 @@ def finished(folder: Path, index: int) -> dict[str, Any] | None:
 
 
 def mark_finished(folder: Path, index: int, info: Mapping[str, Any]) -> None:
-    write_json(shard_stem(folder, index).with_suffix(".json"), dict(info))
+    """Write shard ``index``'s marker (``info`` plus the worker's pid and the time)."""
+    marker = {**info, "pid": os.getpid(), "finished_at": time.time()}
+    write_json(shard_stem(folder, index).with_suffix(".json"), marker)
 
 
 def claim_job(folder: str | Path, job: Mapping[str, Any], *, resume: bool, what: str) -> Path:

@@ -121,8 +121,8 @@ def run_on_ray(
             cause = lines[0] + (f" ... {lines[-1]}" if len(lines) > 1 else "") if lines else ""
             raise ShardFailedError(
                 f"The Ray job stopped: {type(e).__name__}: {cause}. "
-                f"A worker may have died more than {engine.max_retries} times. Finished shards are kept: "
-                "rerun with --resume."
+                f"A worker failed to start, or died more than {engine.max_retries} times. "
+                "Finished shards are kept: rerun with --resume."
             ) from e
     finally:
         if started:

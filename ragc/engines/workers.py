@@ -86,14 +86,15 @@ def passage_of(row: dict[str, Any]) -> Passage:
 
 
 class EmbedWorker(ShardWorker):
-    """Dense embeddings of a corpus piece: ``part-N.parquet`` (passages) and
-    ``part-N.safetensors`` (``vectors``: float32, L2-normalised, one row per passage)."""
+    """The passages of a corpus piece (``part-N.parquet``) and, with ``settings["dense"]``,
+    their dense embeddings (``part-N.safetensors``: ``vectors``, float32, L2-normalised)."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         super().__init__(settings)
         from ragc.retrievers.dense import DenseRetriever
 
-        self.dense = DenseRetriever(**settings["dense"], show_progress=False)
+        dense = settings.get("dense")
+        self.dense = DenseRetriever(**dense, show_progress=False) if dense else None
 
     def run(self, n: int, piece: dict[str, Any]) -> dict[str, Any]:
         from safetensors.numpy import save_file
@@ -103,13 +104,17 @@ class EmbedWorker(ShardWorker):
         assert self.out is not None
         passages, skipped = piece_passages(piece)
         stem = shard_stem(self.out, n)
-        if passages:
-            vectors = self.dense.embed([indexed_text(p) for p in passages], queries=False)
-        else:
-            vectors = np.zeros((0, 0), dtype=np.float32)
-        write_with(stem.with_suffix(".safetensors"), lambda tmp: save_file({"vectors": vectors}, str(tmp)))
+        info: dict[str, Any] = {"rows": len(passages), "skipped": skipped}
+        if self.dense is not None:
+            if passages:
+                vectors = self.dense.embed([indexed_text(p) for p in passages], queries=False)
+            else:
+                vectors = np.zeros((0, 0), dtype=np.float32)
+            write_with(
+                stem.with_suffix(".safetensors"), lambda tmp: save_file({"vectors": vectors}, str(tmp))
+            )
+            info["dimension"] = int(vectors.shape[1])
         write_passages_parquet(stem.with_suffix(".parquet"), passages)
-        info = {"rows": len(passages), "skipped": skipped, "dimension": int(vectors.shape[1])}
         mark_finished(self.out, n, info)
         return info
 
