@@ -136,3 +136,37 @@ def test_resume_redoes_only_the_changed_pieces(squad_jsonl: Path, tmp_path: Path
     rows = read_compressed(out)
     assert rows[row["id"]]["compressed"].startswith("A changed passage")
     assert len(rows) == 12
+
+
+def test_importing_ragc_and_its_engines_never_imports_ray() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ragc, ragc.engines, ragc.engines.tasks, ragc.engines.workers, ragc.cli;"
+        "ragc.cli.build_parser(); assert 'ray' not in sys.modules, 'ray imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_precompressed_reads_back_what_ragc_compress_wrote(squad_jsonl: Path, tmp_path: Path) -> None:
+    from ragc import registry
+    from ragc.compressors.precompressed import NotPrecompressedError
+    from ragc.types import Passage, Scored
+
+    compress_corpus(squad_jsonl, tmp_path / "c", "truncate", 20, Engine(), shard_size=8)
+    counter = registry.create("decoder", "hf").token_counter
+    online = registry.create("compressor", "truncate", budget=20)
+    online.bind(counter)
+    pre = registry.create("compressor", "precompressed", path=str(tmp_path / "c"))
+    pre.bind(counter)
+    passages = load_corpus(squad_jsonl)[:3]
+    got = pre.compress("a question", [Scored(p, 1.0, i) for i, p in enumerate(passages)])
+    want = [online.compress(None, [Scored(p, 1.0, 0)]).text for p in passages]
+    assert [s.text for s in got.segments] == want
+    assert got.kept_tokens == sum(counter.count(t) for t in want) and got.source_tokens > got.kept_tokens
+    changed = Passage(id=passages[0].id, text=passages[0].text + " (edited)")
+    with pytest.raises(NotPrecompressedError, match=r"changed since it was compressed.*rerun"):
+        pre.compress("q", [Scored(changed, 1.0, 0)])
+    with pytest.raises(NotPrecompressedError, match="is not in"):
+        pre.compress("q", [Scored(Passage(id="nope", text="x y z"), 1.0, 0)])
