@@ -229,10 +229,10 @@ def test_missing_path(tmp_path: Path) -> None:
 def test_unreadable_file_monkeypatched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     f = write_jsonl(tmp_path / "locked.jsonl", [{"text": "x"}])
 
-    def deny(self: Path) -> bytes:
+    def deny(self: Path, *args: object, **kwargs: object) -> bytes:
         raise PermissionError(13, "Permission denied", str(self))
 
-    monkeypatch.setattr(Path, "read_bytes", deny)
+    monkeypatch.setattr(Path, "open", deny)  # the corpus reader opens files to read byte ranges
     with pytest.raises(CorpusReadError, match=r"locked.jsonl.*permission denied.*chmod"):
         load_corpus(f)
 
@@ -301,10 +301,24 @@ def test_wrong_value_type(tmp_path: Path) -> None:
         load_corpus(f)
 
 
-@pytest.mark.parametrize("name", ["corpus.json", "corpus.parquet", "README"])
+@pytest.mark.parametrize("name", ["corpus.json", "corpus.xlsx", "README"])
 def test_unsupported_extension_lists_supported(tmp_path: Path, name: str) -> None:
     f = write(tmp_path / name, "{}")
-    with pytest.raises(CorpusReadError, match=rf"{name}.*unsupported.*\.jsonl, \.csv, \.tsv"):
+    with pytest.raises(CorpusReadError, match=rf"{name}.*unsupported.*\.jsonl, \.parquet, \.csv, \.tsv"):
+        load_corpus(f)
+
+
+def test_parquet_rows_are_passages_and_a_bad_file_is_named(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"text": ["alpha", " ", "gamma"], "year": [1, 2, 3]}), tmp_path / "c.parquet")
+    with pytest.warns(CorpusWarning, match="skipped 1 rows"):
+        got = load_corpus(tmp_path / "c.parquet")
+    want = [("c-1", "alpha", {"year": 1}), ("c-3", "gamma", {"year": 3})]
+    assert [(p.id, p.text, p.metadata) for p in got] == want
+    f = write(tmp_path / "bad.parquet", "not parquet")
+    with pytest.raises(CorpusReadError, match=r"bad\.parquet.*not a readable Parquet file"):
         load_corpus(f)
 
 
