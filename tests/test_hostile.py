@@ -166,6 +166,17 @@ CLI_CASES: list[tuple[str, tuple[str, ...]]] = [
                                     "bm25,generative", "--weights", "1")),
     ("index-hybrid-of-hybrid", ("index", "build", "{ws.corpus}", "--out", "{ws.root}/o5", "--retrievers", "hybrid")),
     ("ask-unknown-kv-policy", ("ask", "q?", "--closed-book", "--kv-policy", "h2o")),
+    ("compress-query-aware-compressor", ("compress", "{ws.corpus}", "--compressor", "sentences", "--budget", "0.5", "--out", "{ws.root}/c1")),
+    ("compress-out-holds-user-files", ("compress", "{ws.corpus}", "--compressor", "truncate", "--budget", "0.5", "--out", "{ws.user_dir}")),
+    ("compress-out-is-a-file", ("compress", "{ws.corpus}", "--compressor", "truncate", "--budget", "0.5", "--out", "{ws.root}/a-file")),
+    ("compress-missing-corpus", ("compress", "{ws.root}/nope.jsonl", "--compressor", "truncate", "--budget", "9", "--out", "{ws.root}/c2")),
+    ("compress-bad-budget", ("compress", "{ws.corpus}", "--compressor", "truncate", "--budget", "1.5", "--out", "{ws.root}/c3")),
+    ("compress-unknown-decoder-name", ("compress", "{ws.corpus}", "--compressor", "truncate", "--budget", "0.5", "--out", "{ws.root}/c4", "--decoder", "{ws.root}/no-model")),
+    ("compress-zero-shard-size", ("compress", "{ws.corpus}", "--compressor", "truncate", "--budget", "0.5", "--out", "{ws.root}/c5", "--shard-size", "0")),
+    ("index-ray-address-on-local", ("index", "build", "{ws.corpus}", "--out", "{ws.root}/o6", "--ray-address", "localhost:6379")),
+    ("index-sharded-with-force", ("index", "build", "{ws.corpus}", "--out", "{ws.root}/o7", "--shard-size", "5", "--force")),
+    ("index-ray-bad-address", ("index", "build", "{ws.corpus}", "--out", "{ws.root}/o8", "--engine", "ray", "--ray-address", "no-port")),
+    ("eval-zero-workers", ("eval", "--closed-book", "-n", "1", "--run-dir", "{ws.root}/run1", "--engine", "ray", "--workers", "0")),
 ]
 
 

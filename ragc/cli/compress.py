@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         engine_from_args(args),
         decoder=args.decoder,
         cache_dir=args.cache_dir,
-        shard_size=args.shard_size or DEFAULT_SHARD_SIZE,
+        shard_size=DEFAULT_SHARD_SIZE if args.shard_size is None else args.shard_size,
         resume=args.resume,
     )
     rate = totals["kept_tokens"] / max(1, totals["source_tokens"])

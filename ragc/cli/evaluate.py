@@ -47,7 +47,7 @@ def run_eval(args: argparse.Namespace) -> int:
     spec = EvalSpec(name=name, pipeline=cfg, n_questions=args.n, seed=args.seed)
     run_dir = Path(args.run_dir or f"runs/{name}")
     summary = run_eval(spec, run_dir, force=args.force, engine=engine_from_args(args),
-                       shard_size=args.shard_size or 25)
+                       shard_size=25 if args.shard_size is None else args.shard_size)
     command = command_line("ragc", sys.argv[1:])
     image: str | None = "plot.png"
     try:

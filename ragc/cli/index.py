@@ -46,13 +46,13 @@ def build(args: argparse.Namespace) -> int:
         )
     retriever = registry.create("retriever", args.retriever, **hybrid_settings(args))  # before any reading
     engine = engine_from_args(args)
-    if engine.name == "ray" or args.shard_size or args.resume:
+    if engine.name == "ray" or args.shard_size is not None or args.resume:
         from ragc.engines.tasks import DEFAULT_SHARD_SIZE, build_index
 
         if args.force:
             raise ConfigError("--force does not apply to a sharded build; use a new --out or --resume.")
-        n = build_index(args.corpus, args.out, retriever, engine,
-                        shard_size=args.shard_size or DEFAULT_SHARD_SIZE, resume=args.resume)
+        size = DEFAULT_SHARD_SIZE if args.shard_size is None else args.shard_size
+        n = build_index(args.corpus, args.out, retriever, engine, shard_size=size, resume=args.resume)
         print(f"[ragc] indexed {n} passages with {args.retriever!r} ({engine.name} engine) into {args.out}")
         return 0
     passages = load_corpus(args.corpus)

@@ -35,17 +35,25 @@ def require_ray() -> Any:
     return ray
 
 
+def parse_address(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``--ray-address`` (``None`` for ``auto``); a malformed one is an error."""
+    if address == "auto":
+        return None
+    host, _, port = address.removeprefix("ray://").rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address must be host:port, ray://host:port or auto, got {address!r}.")
+    return host.strip("[]"), int(port)
+
+
 def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
     """Fail within ``timeout`` seconds if nothing listens at ``address`` (``ray.init`` would
     retry for a minute or more)."""
-    if address == "auto":
+    hostport = parse_address(address)
+    if hostport is None:
         return
-    hostport = address.removeprefix("ray://").rstrip("/")
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--ray-address must be host:port, ray://host:port or auto, got {address!r}.")
+    host, port = hostport
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as e:
         raise RayUnavailableError(

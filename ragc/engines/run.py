@@ -43,6 +43,19 @@ class Engine:
         check_int("max_retries", self.max_retries, minimum=0)
         if self.name == "local" and (self.address or self.workers not in (None, 1)):
             raise ConfigError("--ray-address and --workers apply to --engine ray only.")
+        if self.address is not None:
+            from ragc.engines.ray import parse_address
+
+            parse_address(self.address)
+
+    def check(self) -> None:
+        """Fail now, before any work, if this engine cannot run (Ray missing or unreachable)."""
+        if self.name == "ray":
+            from ragc.engines.ray import check_reachable, require_ray
+
+            require_ray()
+            if self.address:
+                check_reachable(self.address)
 
 
 def local_threads() -> int:

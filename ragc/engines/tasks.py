@@ -107,6 +107,7 @@ def build_index(
             "max_seq_length": d.max_seq_length,
             "placement": placement,
         }
+    engine.check()
     pieces = plan_pieces(corpus, shard_size)
     shards = _shards(pieces)
     job = {
@@ -164,7 +165,9 @@ def compress_corpus(
         )
     Budget.parse(budget)
     registry.create("compressor", compressor, **(options or {}))  # bad options fail before any work
-    registry.create("decoder", "hf", model=decoder)
+    counter = registry.create("decoder", "hf", model=decoder).token_counter
+    del counter  # loaded only so that an unknown decoder fails here, not in every worker
+    engine.check()
     pieces = plan_pieces(corpus, shard_size)
     shards = _shards(pieces)
     settings = {

@@ -357,6 +357,9 @@ def run_eval(
     (:class:`ragc.engines.Engine`) the questions are answered in shards of ``shard_size``
     by a pool of workers; predictions.jsonl ends in question order either way.
     """
+    check_int("shard_size", shard_size, minimum=1)
+    if engine is not None:
+        engine.check()  # Ray missing or unreachable: fail before any model loads
     out = claim_folder(run_dir, ours=lambda p: (p / SPEC_FILE).is_file(), what="evaluation run", force=force)
     _check_or_record(out, "spec", spec.to_dict())  # before loading models: fail fast
     data = dataset if dataset is not None else load_dataset(spec.dataset)
