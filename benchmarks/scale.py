@@ -55,6 +55,7 @@ PLAN_SHARD = 10_000
 PLAN_WORKERS = (8, 32, 128)
 FLAT_MAX = 1_000_000  # the plan's flat index up to ~1M passages, IVF-PQ beyond
 JOBS = {"embed": "dense embedding (index build)", "compress": f"llmlingua2 @ {BUDGET}"}
+SHORT = {"embed": "embedding", "compress": "llmlingua2"}
 ENGINES: dict[str, Callable[[], Engine]] = {
     "local": lambda: Engine("local"),
     "ray-1": lambda: Engine("ray", workers=1),
@@ -96,6 +97,25 @@ def current_rss_mb() -> float | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def wait_gone(pids: set[int], timeout: float = 30.0) -> None:
+    """Wait (a little) for the Ray actor processes to exit after ``ray.shutdown``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = set()
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                alive.add(pid)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                alive.add(pid)
+        if not alive:
+            return
+        pids = alive
+        time.sleep(0.5)
 
 
 def folder_bytes(path: Path, pattern: str = "*") -> int:
@@ -259,7 +279,7 @@ def plan(measured: dict[str, Any]) -> list[str]:
     add("driver RAM for the merged passages (Python objects)", lambda n: size(n * measured["py_bytes"]))
     add("RAM per embedding worker (measured, constant in n)", lambda n: num(mem["embed"], "{:,.0f} MB"))
     add("RAM per llmlingua2 worker (measured, constant in n)", lambda n: num(mem["compress"], "{:,.0f} MB"))
-    for job, label in (("embed", "embedding"), ("compress", "llmlingua2")):
+    for job, label in SHORT.items():
         for w in PLAN_WORKERS:
             add(f"{label}, {w} workers", lambda n, w=w, job=job: hours(n / (rate[job] * w)))
     return [
@@ -273,7 +293,7 @@ def plan(measured: dict[str, Any]) -> list[str]:
         f"(mean {measured['jsonl_bytes']:.0f} bytes of JSONL per passage); the driver's merge and index "
         "build after the shards (IVF-PQ k-means training and adding) are not measured here. At the "
         "in-shard (steady) rates instead, "
-        + ", ".join(f"{JOBS[j].split(' (')[0]} {steady[j]:.1f} p/s per worker" for j in JOBS)
+        + ", ".join(f"{SHORT[j]} {steady[j]:.1f} p/s per worker" for j in JOBS)
         + ", the hours would be "
         + " and ".join(f"{100 * (1 - rate[j] / steady[j]):.0f}%" for j in JOBS)
         + " lower: the share of these short runs that went to fixed costs.",
@@ -370,6 +390,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if ray is not None and ray.is_initialized():
                 ray.shutdown()
+                actors = {
+                    int(r["pid"]) for e in ("ray-1", "ray-2") for j in runs[e].values() for r in j["rows"]
+                }
+                wait_gone(actors - {os.getpid()})
 
         local_out = runs["local"]["embed"]["out"]
         measured["dim"] = int((finished(local_out, 0) or {})["dimension"])

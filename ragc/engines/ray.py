@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import socket
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -109,16 +110,20 @@ def run_on_ray(
         rows = [{"n": int(p["n"]), "piece": json.dumps(p)} for p in pieces]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
 
-        out = ds.map_batches(
-            worker,
-            fn_constructor_kwargs={"settings": {**settings, "threads": threads}},
-            batch_size=1,
-            batch_format="numpy",
-            compute=ActorPoolStrategy(size=workers),
-            num_cpus=per,
-            max_restarts=engine.max_retries,
-            max_task_retries=engine.max_retries,
-        )
+        with warnings.catch_warnings():
+            # Ray 2.60 has no named parameter for actor restarts and task retries yet: they go
+            # through ray_remote_args, which it flags as deprecated. Unbounded is the default.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            out = ds.map_batches(
+                worker,
+                fn_constructor_kwargs={"settings": {**settings, "threads": threads}},
+                batch_size=1,
+                batch_format="numpy",
+                compute=ActorPoolStrategy(size=workers),
+                num_cpus=per,
+                max_restarts=engine.max_retries,
+                max_task_retries=engine.max_retries,
+            )
         try:
             for row in out.iter_rows():
                 arrive(json.loads(str(row["result"])))

@@ -59,7 +59,7 @@ class Engine:
 
 
 def local_threads() -> int:
-    """Threads a local worker uses: the process's CPUs."""
+    """CPUs this process may use (a local Ray cluster gets this many)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -101,7 +101,7 @@ def run_shards(
         if not pieces:
             pass
         elif engine.name == "local":
-            w = worker({**settings, "threads": local_threads()})
+            w = worker({**settings, "threads": None})  # torch's own thread setting stands
             for piece in pieces:
                 arrive(w.run_safe(int(piece["n"]), dict(piece)))
         else:

@@ -27,9 +27,10 @@ class ShardWorker(ABC):
     """Base: ``settings`` holds ``out`` (the job folder) and ``threads``."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
-        import torch
+        if settings.get("threads"):  # Ray actors: their share of the CPUs (local: torch's default)
+            import torch
 
-        torch.set_num_threads(int(settings.get("threads", 1)))
+            torch.set_num_threads(int(settings["threads"]))
         self.settings = settings
         self.out = Path(settings["out"]) if settings.get("out") else None
 
@@ -95,6 +96,8 @@ class EmbedWorker(ShardWorker):
 
         dense = settings.get("dense")
         self.dense = DenseRetriever(**dense, show_progress=False) if dense else None
+        if self.dense is not None:
+            self.dense.encoder()  # load now: a broken model fails the worker once, not every shard
 
     def run(self, n: int, piece: dict[str, Any]) -> dict[str, Any]:
         from safetensors.numpy import save_file
@@ -134,6 +137,7 @@ class CompressWorker(ShardWorker):
         self.compressor.bind(decoder.token_counter)
         if settings.get("cache_dir"):
             self.compressor.use_cache(SegmentCache(settings["cache_dir"]))
+        self.compressor.prepare()  # load the model now, not in the first shard
         self.budget = settings["budget"]
         self.batch = int(settings.get("batch_size", 16))
 

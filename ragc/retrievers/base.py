@@ -30,7 +30,7 @@ from ragc.errors import (
     InvalidArgumentError,
     NotIndexedError,
 )
-from ragc.io import claim_folder, write_atomic, write_json
+from ragc.io import claim_folder, write_json, write_with
 from ragc.types import Passage, Scored
 from ragc.validate import as_passage, as_passages, check_int, check_queries
 
@@ -61,8 +61,15 @@ def check_passages(passages: Sequence[Passage]) -> list[Passage]:
 
 
 def write_passages(path: Path, passages: Sequence[Passage]) -> None:
-    rows = ({"id": p.id, "text": p.text, "title": p.title, "metadata": p.metadata} for p in passages)
-    write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    """One JSON line per passage, streamed to a temporary file and renamed (no corpus-sized string)."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8") as f:
+            for p in passages:
+                row = {"id": p.id, "text": p.text, "title": p.title, "metadata": p.metadata}
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    write_with(path, write)
 
 
 def read_passages(path: Path) -> list[Passage]:
