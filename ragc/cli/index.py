@@ -24,6 +24,10 @@ def register(sub: Any) -> None:
         "(default dense,bm25; e.g. dense,bm25,generative)",
     )
     b.add_argument("--weights", help="with hybrid: one RRF weight per fused retriever, comma-separated")
+    b.add_argument(
+        "--index-type", choices=["flat", "hnsw", "ivf", "ivfpq"],
+        help="FAISS index of the dense retriever (default flat; ivfpq for millions of passages)",
+    )
     b.add_argument("--force", action="store_true", help="write into an --out folder holding other files")
     b.add_argument("--resume", action="store_true", help="sharded: keep finished shards, do the rest")
     add_engine_args(b, shard_help="passages per shard: build in shards (default with --engine ray: 10000)")
@@ -63,16 +67,27 @@ def build(args: argparse.Namespace) -> int:
 
 
 def hybrid_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """``retrievers`` / ``weights`` of a hybrid index from ``--retrievers`` / ``--weights``."""
+    """Retriever settings from ``--retrievers`` / ``--weights`` (hybrid) and ``--index-type``
+    (dense, or the dense part of a hybrid)."""
     names = [n.strip() for n in (args.retrievers or "").split(",") if n.strip()]
     weights = [w.strip() for w in (args.weights or "").split(",") if w.strip()]
     if (names or weights) and args.retriever != "hybrid":
         raise ConfigError("--retrievers and --weights apply to --retriever hybrid only.")
     out: dict[str, Any] = {}
+    kind = getattr(args, "index_type", None)
+    if kind and args.retriever == "dense":
+        out["index_type"] = kind
+    elif kind and args.retriever != "hybrid":
+        raise ConfigError(f"--index-type applies to the dense retriever, not {args.retriever!r}.")
+    if "hybrid" in names:
+        raise ConfigError("--retrievers lists the fused retrievers; a hybrid cannot fuse a hybrid.")
+    if kind and args.retriever == "hybrid":
+        names = names or ["dense", "bm25"]
+        if "dense" not in names:
+            raise ConfigError("--index-type applies to the dense retriever, which --retrievers leaves out.")
     if names:
-        if "hybrid" in names:
-            raise ConfigError("--retrievers lists the fused retrievers; a hybrid cannot fuse a hybrid.")
-        out["retrievers"] = [{"name": n} for n in names]
+        dense = {"index_type": kind} if kind else {}
+        out["retrievers"] = [{"name": n, **(dense if n == "dense" else {})} for n in names]
     if weights:
         try:
             out["weights"] = [float(w) for w in weights]

@@ -145,3 +145,24 @@ def test_index_build_hybrid_fuses_the_named_retrievers(tmp_path: Path) -> None:
         bad = ragc("index", "build", corpus, "--out", str(tmp_path / "bad"), *flags)
         assert bad.returncode == 2 and message in bad.stderr, (flags, bad.stderr)
         assert not (tmp_path / "bad").exists(), "nothing is written before the settings are checked"
+
+
+def test_index_type_reaches_the_dense_retriever_alone_or_fused() -> None:
+    import argparse
+
+    from ragc.cli.index import hybrid_settings
+    from ragc.errors import ConfigError
+
+    def settings(retriever: str, retrievers: str | None = None, index_type: str | None = "ivfpq") -> dict:
+        ns = argparse.Namespace(retriever=retriever, retrievers=retrievers, weights=None)
+        return hybrid_settings(argparse.Namespace(**vars(ns), index_type=index_type))
+
+    assert settings("dense") == {"index_type": "ivfpq"}
+    assert settings("hybrid") == {"retrievers": [{"name": "dense", "index_type": "ivfpq"}, {"name": "bm25"}]}
+    fused = settings("hybrid", "bm25,dense,generative")["retrievers"]
+    assert fused[1] == {"name": "dense", "index_type": "ivfpq"} and fused[0] == {"name": "bm25"}
+    with pytest.raises(ConfigError, match="leaves out"):
+        settings("hybrid", "bm25,generative")
+    with pytest.raises(ConfigError, match="not 'bm25'"):
+        settings("bm25")
+    assert settings("hybrid", index_type=None) == {}

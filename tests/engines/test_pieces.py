@@ -13,7 +13,7 @@ from ragc.engines import Engine
 from ragc.engines.jobs import claim_job, finished
 from ragc.engines.pieces import plan_pieces, read_piece
 from ragc.engines.tasks import build_index, compress_corpus, read_compressed
-from ragc.errors import ConfigError, CorpusReadError, OutputPathError
+from ragc.errors import ConfigError, CorpusReadError, InvalidArgumentError, OutputPathError
 
 
 def _records(path: Path, size: int) -> list[tuple[str, str, str, dict]]:
@@ -170,3 +170,40 @@ def test_precompressed_reads_back_what_ragc_compress_wrote(squad_jsonl: Path, tm
         pre.compress("q", [Scored(changed, 1.0, 0)])
     with pytest.raises(NotPrecompressedError, match="is not in"):
         pre.compress("q", [Scored(Passage(id="nope", text="x y z"), 1.0, 0)])
+
+
+def test_an_ivfpq_index_builds_from_shards_like_in_memory(tmp_path: Path) -> None:
+    import faiss
+
+    from ragc.corpus import save_jsonl
+    from ragc.datasets import load_dataset
+    from ragc.retrievers.dense import DenseRetriever, auto_pq_m, training_size
+
+    corpus = save_jsonl(load_dataset("squad-dev").corpus[:300], tmp_path / "c.jsonl")
+    whole = DenseRetriever(index_type="ivfpq", show_progress=False)
+    whole.index(load_corpus(corpus))
+    sharded = DenseRetriever(index_type="ivfpq", show_progress=False)
+    build_index(corpus, tmp_path / "idx", sharded, Engine(), shard_size=64)
+    index = faiss.read_index(str(tmp_path / "idx" / "index.faiss"))
+    assert isinstance(index, faiss.IndexIVFPQ) and index.ntotal == 300
+    assert index.pq.M == auto_pq_m(384) == 48 and index.code_size == 48  # 48 bytes a vector, not 1536
+    assert training_size(300, index.nlist, pq=True) == 300  # a small corpus trains on all of it
+    queries = [p.text.split(".")[0] for p in load_corpus(corpus)[:20]]
+    a, b = whole.retrieve_batch(queries, 5), sharded.retrieve_batch(queries, 5)
+    assert [r[0].passage.id for r in a] == [r[0].passage.id for r in b]
+    too_small = DenseRetriever(index_type="ivfpq", show_progress=False)
+    with pytest.raises(InvalidArgumentError, match="at least 256 passages"):
+        too_small.index(load_corpus(corpus)[:100])
+
+
+def test_training_samples_are_seeded_and_bounded() -> None:
+    from ragc.retrievers.dense import training_rows, training_size
+
+    assert training_size(10_000_000, 12_649, pq=True) == 256 * 12_649
+    assert training_size(5_000, 10, pq=True) == 5_000 and training_size(50_000, 10, pq=False) == 2_560
+    rows = training_rows(1000, 100)
+    assert (
+        len(set(rows.tolist())) == 100
+        and list(rows) == sorted(rows)
+        and (rows == training_rows(1000, 100)).all()
+    )
