@@ -11,6 +11,7 @@ job hangs). A dead actor is restarted and its shard retried at most ``max_retrie
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -103,6 +104,7 @@ def run_on_ray(
 
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = False  # the job has its own bar
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # not Ray Data's per-job INFO lines
         ctx.execution_options.preserve_order = False
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         workers = min(engine.workers or max(1, int(cpus)), len(pieces))
