@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         "shard starting (its first result's arrival minus that shard's seconds: planning, Ray Data "
         "and actor start, the worker's constructor), mean over workers. First / other shard s: a "
         "worker's first shard vs the mean of its others, each worker's mean; the workers load their "
-        "models on first use, so the first shard holds the model load (and warm-up). After shards s: "
+        "models in their constructor (in start-up), so the first shard holds only warm-up. After shards s: "
         "last shard result to the call's return (merge, index build, save). Peak RSS: `VmHWM` of "
         "each Ray actor process read as its results arrive, the largest; for local, the driver's own "
         "peak during the job (reset before it; it includes the driver's corpus and dataset). Runs in "
