@@ -10,6 +10,7 @@ same. Importing this package never imports Ray.
 
 from __future__ import annotations
 
-from ragc.engines.run import ENGINES, Engine, ShardFailedError, run_shards
+from ragc.engines.engine import ENGINES, Engine, ShardFailedError
+from ragc.engines.run import run_shards
 
 __all__ = ["ENGINES", "Engine", "ShardFailedError", "run_shards"]

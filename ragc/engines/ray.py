@@ -12,57 +12,19 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ragc.engines.run import Engine, ShardFailedError, local_threads
-from ragc.errors import ConfigError, MissingDependencyError, RagcError
-
-CONNECT_TIMEOUT = 5.0  # seconds to reach --ray-address before giving up
-
-
-class RayUnavailableError(RagcError, ConnectionError):
-    """The Ray cluster at ``--ray-address`` cannot be reached."""
-
-
-def require_ray() -> Any:
-    try:
-        import ray
-    except ImportError as e:
-        raise MissingDependencyError(
-            "--engine ray needs Ray: `pip install ragc[ray]` (ray[data] and pyarrow)."
-        ) from e
-    return ray
-
-
-def parse_address(address: str) -> tuple[str, int] | None:
-    """``(host, port)`` of a ``--ray-address`` (``None`` for ``auto``); a malformed one is an error."""
-    if address == "auto":
-        return None
-    host, _, port = address.removeprefix("ray://").rstrip("/").rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--ray-address must be host:port, ray://host:port or auto, got {address!r}.")
-    return host.strip("[]"), int(port)
-
-
-def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
-    """Fail within ``timeout`` seconds if nothing listens at ``address`` (``ray.init`` would
-    retry for a minute or more)."""
-    hostport = parse_address(address)
-    if hostport is None:
-        return
-    host, port = hostport
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as e:
-        raise RayUnavailableError(
-            f"Cannot reach a Ray cluster at {address} within {timeout:.0f} s ({e}). Start one with "
-            "`ray start --head` (and pass the address it prints), or drop --ray-address to run on a "
-            "local cluster started for this job."
-        ) from e
+from ragc.engines.engine import (
+    Engine,
+    RayUnavailableError,
+    ShardFailedError,
+    check_reachable,
+    local_threads,
+    require_ray,
+)
+from ragc.errors import RagcError
 
 
 def connect(engine: Engine) -> tuple[Any, bool]:

@@ -2,65 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from ragc.errors import ConfigError, RagcError
-from ragc.validate import check_int
-
-ENGINES = ("local", "ray")
-
-
-class ShardFailedError(RagcError, RuntimeError):
-    """Some shards failed; the finished ones are kept (rerun with ``resume`` to do the rest)."""
-
-
-@dataclass(frozen=True)
-class Engine:
-    """Where shards run.
-
-    Parameters:
-        name: ``"local"`` (this process) or ``"ray"``.
-        address: with ``ray``, the cluster to join (``host:port``, ``ray://host:port`` or
-            ``auto``); ``None`` starts a local cluster for the job and stops it afterwards.
-        workers: actors in the pool (``ray``); ``None`` = one per CPU of the cluster.
-        max_retries: times a shard is retried after its worker died (then the job fails
-            naming it; Ray's default is to retry forever).
-    """
-
-    name: str = "local"
-    address: str | None = None
-    workers: int | None = None
-    max_retries: int = 3
-
-    def __post_init__(self) -> None:
-        if self.name not in ENGINES:
-            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.name!r}.")
-        if self.workers is not None:
-            check_int("workers", self.workers, minimum=1)
-        check_int("max_retries", self.max_retries, minimum=0)
-        if self.name == "local" and (self.address or self.workers not in (None, 1)):
-            raise ConfigError("--ray-address and --workers apply to --engine ray only.")
-        if self.address is not None:
-            from ragc.engines.ray import parse_address
-
-            parse_address(self.address)
-
-    def check(self) -> None:
-        """Fail now, before any work, if this engine cannot run (Ray missing or unreachable)."""
-        if self.name == "ray":
-            from ragc.engines.ray import check_reachable, require_ray
-
-            require_ray()
-            if self.address:
-                check_reachable(self.address)
-
-
-def local_threads() -> int:
-    """CPUs this process may use (a local Ray cluster gets this many)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+from ragc.engines.engine import Engine, ShardFailedError
 
 
 def run_shards(

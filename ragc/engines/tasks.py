@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -211,35 +210,3 @@ def read_compressed(folder: str | Path) -> dict[str, dict[str, Any]]:
         for row in read_parquet_rows(shard_stem(folder, n).with_suffix(".parquet")):
             rows[row["id"]] = row
     return rows
-
-
-def eval_shards(todo: Sequence[Any], retrieved: Any, size: int) -> list[dict[str, Any]]:
-    """Questions (with their candidates) cut into shards of ``size`` for the eval workers."""
-    from ragc.eval.retrieval import Retrieved
-
-    assert isinstance(retrieved, Retrieved)
-    out = []
-    for n, i in enumerate(range(0, len(todo), size)):
-        qs = []
-        for ex in todo[i : i + size]:
-            cands = [
-                {
-                    "id": s.passage.id,
-                    "title": s.passage.title,
-                    "text": s.passage.text,
-                    "metadata": json.dumps(s.passage.metadata, sort_keys=True),
-                    "score": s.score,
-                }
-                for s in retrieved.hits.get(ex.qid, [])
-            ]
-            example = {
-                "qid": ex.qid,
-                "question": ex.question,
-                "answers": list(ex.answers),
-                "gold_passage_id": ex.gold_passage_id,
-            }
-            qs.append(
-                {"example": example, "candidates": cands, "seconds": retrieved.seconds.get(ex.qid, 0.0)}
-            )
-        out.append({"n": n, "questions": qs})
-    return out

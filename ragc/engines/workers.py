@@ -166,29 +166,3 @@ class CompressWorker(ShardWorker):
         }
         mark_finished(self.out, n, info)
         return info
-
-
-class EvalWorker(ShardWorker):
-    """Answers a shard of questions with a pipeline built from ``settings["pipeline"]``; the
-    prediction rows travel back to the driver, which writes them (in question order)."""
-
-    def __init__(self, settings: dict[str, Any]) -> None:
-        super().__init__(settings)
-        from ragc.pipelines.rag import Pipeline
-
-        config = {**settings["pipeline"]}
-        self.pipeline = Pipeline.from_config(config)
-        self.ks = settings.get("ks")
-
-    def run(self, n: int, piece: dict[str, Any]) -> dict[str, Any]:
-        from ragc.datasets import QAExample
-        from ragc.eval.runner import prediction_row
-        from ragc.types import Scored
-
-        rows = []
-        for q in piece["questions"]:
-            ex = QAExample(**{**q["example"], "answers": tuple(q["example"]["answers"])})
-            candidates = [Scored(passage_of(c), c["score"], r) for r, c in enumerate(q["candidates"])]
-            ans = self.pipeline.answer(ex.question, candidates[: self.pipeline.k], retrieve_s=q["seconds"])
-            rows.append(prediction_row(ex, ans, candidates, self.ks))
-        return {"rows": rows}

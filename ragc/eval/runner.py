@@ -22,13 +22,15 @@ from tqdm import tqdm
 from ragc.datasets import OpenDomainQA, QAExample, load_dataset, sample_examples
 from ragc.errors import ConfigError, InvalidArgumentError, RagcError
 from ragc.eval.metrics import (
-    answer_contained,
-    answer_kept,
-    exact_match,
-    f1_score,
     mean,
     mean_percent,
-    recall_at_k,
+)
+from ragc.eval.predictions import (
+    PREDICTIONS_FILE,
+    ROW_FIELDS,
+    CorruptRunFileError,
+    prediction_row,
+    read_predictions,
 )
 from ragc.eval.retrieval import Retrieved, retrieve_all
 from ragc.io import claim_folder, write_atomic
@@ -38,16 +40,11 @@ from ragc.validate import check_int
 log = logging.getLogger(__name__)
 
 SPEC_FILE = "spec.json"
-PREDICTIONS_FILE = "predictions.jsonl"
 SUMMARY_FILE = "summary.json"
 
 
 class RunSpecMismatchError(RagcError, ValueError):
     """A run directory already holds results of a different spec or pipeline config."""
-
-
-class CorruptRunFileError(RagcError, ValueError):
-    """A run directory file cannot be parsed (a torn last line is repaired instead)."""
 
 
 class EvalPipeline(Protocol):
@@ -174,92 +171,15 @@ def _check_or_record(run_dir: Path, key: str, value: Any) -> None:
         write_atomic(path, json.dumps(stored, indent=2, sort_keys=True) + "\n")
 
 
-# -- predictions ---------------------------------------------------------------------
-#: What every prediction row must hold for the summary (``hit@k`` only with retrieval).
-ROW_FIELDS = ("qid", "em", "f1", "contained", "prompt_tokens", "source_tokens", "kept_tokens", "rate",
-              "ttft", "prefill", "total", "peak_memory_mb", "truncated_tokens")
-
-
-def read_predictions(path: Path, required: Sequence[str] = ("qid",)) -> dict[str, dict[str, Any]]:
-    """qid -> prediction row. A torn last line (killed mid-write, possibly inside a multi-byte
-    character) is dropped from the file; any other damaged line, or one lacking a field of
-    ``required``, is an error naming it."""
-    if not path.is_file():
-        return {}
-    try:
-        lines = path.read_bytes().split(b"\n")
-    except OSError as e:
-        raise CorruptRunFileError(f"Cannot read {path}: {e.strerror or e}.") from e
-    last = max((i for i, raw in enumerate(lines) if raw.strip()), default=-1)
-    rows: dict[str, dict[str, Any]] = {}
-    good: list[str] = []
-    for i, raw in enumerate(lines):
-        if not raw.strip():
-            continue
-        try:
-            line = raw.decode("utf-8")
-            row = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            if i == last:
-                log.warning("Dropping a torn last line of %s (the run was interrupted).", path)
-                write_atomic(path, "".join(g + "\n" for g in good))
-                break
-            raise CorruptRunFileError(
-                f"{path} line {i + 1} is not valid UTF-8 JSON; fix or delete that line, then re-run."
-            ) from None
-        missing = [k for k in required if not isinstance(row, dict) or k not in row]
-        if missing:
-            raise CorruptRunFileError(
-                f"{path} line {i + 1} is not a prediction row (missing {', '.join(missing[:4])}); "
-                "delete that line (it is answered again) or the file, then re-run."
-            )
-        rows[row["qid"]] = row
-        good.append(line)
-    return rows
-
-
-def prediction_row(
-    ex: QAExample, ans: Answer, candidates: Sequence[Scored], ks: Sequence[int] | None
-) -> dict[str, Any]:
-    """The JSON record of one answered question (``ks=None``: closed-book, no recall)."""
-    ids, ctx, t = [s.passage.id for s in candidates], ans.context, ans.timings
-    return dict(
-        qid=ex.qid,
-        question=ex.question,
-        answers=list(ex.answers),
-        gold_passage_id=ex.gold_passage_id,
-        prediction=ans.text,
-        em=exact_match(ans.text, ex.answers),
-        f1=f1_score(ans.text, ex.answers),
-        contained=float(answer_contained(ans.text, ex.answers)),
-        answer_kept=answer_kept(ctx.text if ans.passages else None, ex.answers),
-        **{f"hit@{k}": recall_at_k(ids, ex.gold_passage_id, k) for k in ks or ()},
-        passage_ids=[s.passage.id for s in ans.passages],
-        prompt_tokens=ans.prompt_tokens,
-        generated_tokens=ans.generated_tokens,
-        source_tokens=ctx.source_tokens,
-        kept_tokens=ctx.kept_tokens,
-        rate=ctx.rate,
-        retrieve=t.retrieve,
-        compress=t.compress,
-        ttft=t.ttft,
-        prefill=t.prefill,
-        decode=t.decode,
-        total=t.total,
-        peak_memory_mb=ans.peak_memory_mb,
-        truncated_tokens=ans.truncated_tokens,
-        kv=ans.kv.to_dict() if ans.kv is not None else None,
-        warnings=list(ans.warnings),
-    )
-
-
 def _answer_all(
     pipeline: EvalPipeline, todo: Sequence[QAExample], retrieved: Retrieved, spec: EvalSpec, run_dir: Path,
     engine: Any = None, shard_size: int = 25,
 ) -> None:
     ks = None if pipeline.retriever is None else spec.recall_ks  # closed-book: no recall
     if engine is not None and engine.name != "local":
-        _answer_sharded(todo, retrieved, spec, run_dir, ks, engine, shard_size)
+        from ragc.eval.sharded import answer_sharded
+
+        answer_sharded(todo, retrieved, spec, run_dir, ks, engine, shard_size)
         return
     bar = tqdm(total=len(todo), desc=spec.name, unit="q")
     with (run_dir / PREDICTIONS_FILE).open("a", encoding="utf-8") as f, bar:
@@ -271,28 +191,6 @@ def _answer_all(
             f.write(json.dumps(prediction_row(ex, ans, candidates, ks), ensure_ascii=False) + "\n")
             f.flush()  # a killed run keeps every answered question
             bar.update(1)
-
-
-def _answer_sharded(
-    todo: Sequence[QAExample], retrieved: Retrieved, spec: EvalSpec, run_dir: Path,
-    ks: Sequence[int] | None, engine: Any, shard_size: int,
-) -> None:
-    """Questions in shards over the engine's workers; each shard's rows are appended as it
-    arrives (a crash keeps them, a rerun does the rest), once per question."""
-    from ragc.engines import run_shards
-    from ragc.engines.tasks import eval_shards
-    from ragc.engines.workers import EvalWorker
-
-    shards = eval_shards(todo, retrieved, shard_size)
-    with (run_dir / PREDICTIONS_FILE).open("a", encoding="utf-8") as f:
-
-        def write(result: dict[str, Any]) -> None:
-            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in result["rows"])
-            f.flush()
-
-        settings = {"pipeline": spec.pipeline, "ks": list(ks) if ks is not None else None}
-        run_shards(engine, EvalWorker, settings, shards, units=[len(s["questions"]) for s in shards],
-                   desc=spec.name, unit="q", on_result=write)
 
 
 def summarize(name: str, rows: Sequence[Mapping[str, Any]], ks: Sequence[int]) -> EvalSummary:
