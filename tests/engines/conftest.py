@@ -9,6 +9,38 @@ import numpy as np
 import pytest
 
 
+def ray_processes() -> list[str]:
+    """``pid cmdline`` of every Ray process on the machine (raylet, GCS, workers, actors)."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+        except psutil.Error:
+            continue
+        if "raylet" in cmd or "gcs_server" in cmd or cmd.startswith("ray::"):
+            out.append(f"{p.pid} {cmd[:80]}")
+    return out
+
+
+def wait_no_ray(timeout: float = 30.0) -> list[str]:
+    """Wait until no Ray process is left (Ray's processes exit a little after shutdown);
+    returns those still alive at the deadline."""
+    import time
+
+    deadline = time.time() + timeout
+    while (left := ray_processes()) and time.time() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+@pytest.fixture(scope="session")
+def no_ray_left() -> Callable[..., list[str]]:
+    """:func:`wait_no_ray`: the Ray processes still alive after waiting for them to exit."""
+    return wait_no_ray
+
+
 @pytest.fixture(scope="session")
 def same_index() -> Callable[[Path, Path], None]:
     """Asserts two index folders hold the same passages, BM25 files and dense vectors."""

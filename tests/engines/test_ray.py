@@ -22,7 +22,7 @@ RAY2 = Engine("ray", workers=2, max_retries=2)
 
 
 @pytest.fixture(scope="module")
-def local_ray():
+def local_ray(no_ray_left):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     processes = psutil.Process().children(recursive=True)
     assert processes, "ray.init started no processes?"
@@ -32,6 +32,8 @@ def local_ray():
     for p in alive:
         p.kill()
     assert not alive, f"Ray processes outlived ray.shutdown(): {[p.pid for p in alive]}"
+    left = no_ray_left()
+    assert not left, f"Ray processes outlived ray.shutdown(): {left}"
 
 
 @pytest.fixture(scope="module")

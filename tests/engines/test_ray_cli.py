@@ -10,24 +10,15 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("ray", reason="the Ray engine needs `pip install ragc[ray]`")
-psutil = pytest.importorskip("psutil")
+pytest.importorskip("psutil")
 
 RAGC = [sys.executable, "-m", "ragc.cli"]
 
 
-def _ray_processes() -> list[int]:
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if "raylet" in cmd or "gcs_server" in cmd or "ray::" in cmd:
-            out.append(p.pid)
-    return out
-
-
-def test_cli_index_build_on_ray_leaves_no_process(tmp_path: Path) -> None:
+def test_cli_index_build_on_ray_leaves_no_process(tmp_path: Path, no_ray_left) -> None:
     from ragc.corpus import DEMO_CORPUS
 
-    assert not _ray_processes(), "Ray processes were running before the test"
+    assert not no_ray_left(), "Ray processes were running before the test"
     run = subprocess.run(
         [
             *RAGC,
@@ -51,13 +42,10 @@ def test_cli_index_build_on_ray_leaves_no_process(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "indexed 43 passages with 'bm25' (ray engine)" in run.stdout
-    deadline = time.time() + 20
-    while _ray_processes() and time.time() < deadline:
-        time.sleep(0.5)
-    assert not _ray_processes()
+    assert not no_ray_left(), "the cluster ragc started outlived the command"
 
 
-def test_unreachable_ray_address_fails_fast(tmp_path: Path) -> None:
+def test_unreachable_ray_address_fails_fast(tmp_path: Path, no_ray_left) -> None:
     from ragc.corpus import DEMO_CORPUS
 
     start = time.time()
@@ -84,4 +72,4 @@ def test_unreachable_ray_address_fails_fast(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "Cannot reach a Ray cluster at 127.0.0.1:9" in run.stderr
     assert time.time() - start < 30  # seconds, not Ray's minute of retries
-    assert not _ray_processes()
+    assert not no_ray_left(timeout=0)
