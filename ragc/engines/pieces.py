@@ -164,8 +164,9 @@ def _line_ranges(path: Path, size: int) -> Iterator[tuple[int, int, int, int, st
     except OSError as e:
         raise CorpusReadError(f"Cannot read '{path}': {e.strerror or e}. Check the path.") from e
     with f:
+        last = b""
         while block := f.read(_BLOCK):
-            pos = 0
+            last, pos = block, 0
             while True:
                 cut = _nth_newline(block, pos, size - lines)
                 if cut is None:
@@ -178,8 +179,8 @@ def _line_ranges(path: Path, size: int) -> Iterator[tuple[int, int, int, int, st
                 start, first, lines, pos = end, first + size, 0, cut + 1
                 digest = hashlib.blake2b(digest_size=16)
             offset += len(block)
-    if offset > start:
-        yield start, offset, first, lines + 1, digest.hexdigest()
+    if offset > start:  # the rest: its last line may lack a newline
+        yield start, offset, first, lines + (not last.endswith(b"\n")), digest.hexdigest()
 
 
 def _stat_stamp(root: Path, rel: list[str]) -> str:

@@ -41,6 +41,9 @@ def test_jsonl_pieces_read_back_what_load_corpus_reads(tmp_path: Path, size: int
     path.write_bytes(("\ufeff" + "\n".join(lines)).encode())  # BOM, no final newline
     assert _records(path, size) == _expected(path)
     pieces = plan_pieces(path, size)
+    assert sum(p.rows for p in pieces) == len(lines)  # the progress bar's total
+    path.write_bytes(path.read_bytes() + b"\n")
+    assert sum(p.rows for p in plan_pieces(path, size)) == len(lines)
     assert pieces[0].first == 1 and all(b.first == a.first + size for a, b in itertools.pairwise(pieces))
 
 
