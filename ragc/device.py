@@ -1,20 +1,27 @@
-"""Where models run: :class:`Placement` (device and dtype), decided at run time.
+"""Where models run: :class:`Placement` (device and precision), decided at run time.
 
 Never a hard-coded ``"cuda"``: ``device=None`` picks :func:`default_device` when the model is
-loaded, and ``dtype="auto"`` picks by what the hardware runs fastest (bf16 on GPUs and on
-CPUs with AMX or AVX512-BF16 units, fp32 on other CPUs).
+loaded, and ``dtype="auto"`` picks by what the hardware runs fastest without changing results
+beyond the tolerance measured in ``benchmarks/results/cpu_speed.md``: bf16 on GPUs and on
+CPUs with AMX or AVX512-BF16 units; on other CPUs int8 (:mod:`ragc.quantize`) for the
+components whose int8 results were measured to agree with fp32 (``int8 = "auto"``), else fp32.
+``RAGC_FAST_BF16=0|1`` overrides the CPU detection (containers can hide the flags).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ragc.errors import InvalidArgumentError
 from ragc.settings import Settings
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
+#: How a component takes ``int8``: picked by ``auto`` on CPUs without fast bf16, taken only
+#: when asked, or refused (its model has no int8 path, or int8 was measured to change results).
+INT8_POLICIES = ("auto", "allowed", "never")
 
 
 def default_device() -> str:
@@ -30,7 +37,15 @@ def default_device() -> str:
 
 @functools.cache
 def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has AMX or AVX-512 BF16 units (bf16 matmuls beat fp32 there)."""
+    """True when the CPU has AMX or AVX-512 BF16 units (bf16 matmuls beat fp32 there).
+
+    ``RAGC_FAST_BF16=1`` or ``0`` overrides what ``/proc/cpuinfo`` says.
+    """
+    forced = os.environ.get("RAGC_FAST_BF16", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    if forced:
+        raise InvalidArgumentError(f"RAGC_FAST_BF16 must be 0 or 1, got {forced!r}.")
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             flags = f.read()
@@ -39,17 +54,42 @@ def cpu_has_fast_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def resolve_dtype(dtype: str, device: str) -> Any:
-    """Map ``"auto" | "float32" | "bfloat16" | "float16"`` to a torch dtype for ``device``."""
-    import torch
+def resolve_precision(dtype: str, device: str, int8: str = "never") -> str:
+    """``"float32" | "bfloat16" | "float16" | "int8"``: what ``dtype`` means on ``device``.
 
-    if dtype == "auto":
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if device == "cpu" and cpu_has_fast_bf16() else torch.float32
+    ``int8`` is one of :data:`INT8_POLICIES`: the component's way of taking int8.
+    """
     if dtype not in DTYPES:
         raise InvalidArgumentError(f"Unknown dtype {dtype!r}; use {', '.join(DTYPES)}.")
-    return getattr(torch, dtype)
+    if dtype == "auto":
+        import torch
+
+        if device.startswith("cuda"):
+            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        if device != "cpu":
+            return "float32"
+        if cpu_has_fast_bf16():
+            return "bfloat16"
+        return "int8" if int8 == "auto" else "float32"
+    if dtype == "int8":
+        if int8 == "never":
+            raise InvalidArgumentError(
+                "this component has no int8 path (dtype 'int8'); give it its own placement dtype "
+                "(float32, bfloat16 or auto)."
+            )
+        if device != "cpu":
+            raise InvalidArgumentError(
+                f"dtype 'int8' (dynamic quantisation) runs on the CPU only, not on {device!r}."
+            )
+    return dtype
+
+
+def resolve_dtype(dtype: str, device: str, int8: str = "never") -> Any:
+    """The torch dtype a model's weights are loaded in (``int8``: fp32, then quantised)."""
+    import torch
+
+    precision = resolve_precision(dtype, device, int8)
+    return torch.float32 if precision == "int8" else getattr(torch, precision)
 
 
 @dataclass(frozen=True)
@@ -61,8 +101,9 @@ class Placement(Settings):
 
     Parameters:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; ``None``: :func:`default_device`.
-        dtype: ``"auto"`` (see the module doc), ``"float32"``, ``"bfloat16"`` or ``"float16"``;
-            ``None``: inherited (``"auto"`` at the end).
+        dtype: the precision: ``"auto"`` (see the module doc), ``"float32"``, ``"bfloat16"``,
+            ``"float16"`` or ``"int8"`` (Linear layers in int8, CPU only, for the components
+            that have an int8 path); ``None``: inherited (``"auto"`` at the end).
     """
 
     shorthand: ClassVar[str] = "device"
@@ -82,25 +123,32 @@ class Placement(Settings):
             return self
         return Placement(self.device or base.device, self.dtype or base.dtype)
 
-    def resolve(self) -> Where:
-        """The concrete placement: the device picked and ``auto`` turned into a dtype."""
+    def resolve(self, int8: str = "never") -> Where:
+        """The concrete placement: the device picked and ``auto`` turned into a precision.
+
+        ``int8`` is the component's :data:`INT8_POLICIES` entry.
+        """
         device = self.device or default_device()
-        dtype = str(resolve_dtype(self.dtype or "auto", device)).removeprefix("torch.")
-        return Where(device, dtype)
+        return Where(device, resolve_precision(self.dtype or "auto", device, int8))
 
 
 @dataclass(frozen=True)
 class Where:
-    """A resolved :class:`Placement`: a device name and a dtype name (``"float32"``, ...)."""
+    """A resolved :class:`Placement`: a device name and a precision (``"float32"``, ``"int8"``...)."""
 
     device: str
     dtype: str
 
     @property
+    def int8(self) -> bool:
+        return self.dtype == "int8"
+
+    @property
     def torch_dtype(self) -> Any:
+        """The dtype the weights are loaded in (fp32 for int8, quantised after loading)."""
         import torch
 
-        return getattr(torch, self.dtype)
+        return torch.float32 if self.int8 else getattr(torch, self.dtype)
 
 
 class Placed:
@@ -113,6 +161,8 @@ class Placed:
 
     placement: Any = None
     default_placement: ClassVar[Placement] = Placement()
+    #: How this component takes ``int8`` (:data:`INT8_POLICIES`).
+    int8: ClassVar[str] = "never"
     _supplied: Placement | None = None
 
     def place(self, placement: Placement | None) -> None:
@@ -122,4 +172,4 @@ class Placed:
     @property
     def where(self) -> Where:
         own = Placement.parse(self.placement)
-        return own.over(self._supplied).over(self.default_placement).resolve()
+        return own.over(self._supplied).over(self.default_placement).resolve(self.int8)

@@ -272,37 +272,52 @@ def load_tokenizer(name: str) -> Any:
 
 
 def load_causal_lm(name: str, device: str, dtype: Any) -> Any:
-    """A causal LM in eval mode on ``device`` with ``dtype`` (not cached)."""
+    """A causal LM in eval mode on ``device`` with ``dtype`` (not cached).
+
+    ``dtype`` is a torch dtype or a precision name; ``"int8"`` loads fp32 weights and
+    quantises the Linear layers (:func:`ragc.quantize.quantize_linear`).
+    """
+    import torch
     from transformers import AutoModelForCausalLM
 
-    model = _from_pretrained(AutoModelForCausalLM, decoder_path(name), dtype=dtype)
-    return model.to(device).eval()
+    int8 = dtype == "int8"
+    if isinstance(dtype, str):
+        dtype = torch.float32 if int8 else getattr(torch, dtype)
+    model = _from_pretrained(AutoModelForCausalLM, decoder_path(name), dtype=dtype).to(device).eval()
+    if int8:
+        from ragc.quantize import quantize_linear
+
+        model = quantize_linear(model)
+    return model
 
 
 def shared_causal_lm(name: str, device: str, dtype: Any) -> Any:
-    """The process-wide frozen copy of a causal LM per (name, device, torch dtype).
+    """The process-wide frozen copy of a causal LM per (name, device, precision).
 
     The decoder, the ``perplexity`` teacher and CompLLM's concept encoder (whose LoRA is
     active only inside its ``enabled()`` block) all read the same weights, so a pipeline
     that compresses with its own decoder holds one copy of it, not two. Never train or
-    modify its weights in place; use :func:`load_causal_lm` for a private copy.
+    modify its weights in place; use :func:`load_causal_lm` for a private copy. ``dtype``
+    is a torch dtype or a precision name (``"int8"``: see :func:`load_causal_lm`).
     """
-    return shared(("causal_lm", name, device, str(dtype)), lambda: load_causal_lm(name, device, dtype))
+    key = str(dtype).removeprefix("torch.")
+    return shared(("causal_lm", name, device, key), lambda: load_causal_lm(name, device, dtype))
 
 
 def load_sentence_encoder(name: str, device: str, dtype: str = "float32") -> Any:
-    """A sentence-transformers model (process-wide, keyed by name, device and dtype).
+    """A sentence-transformers model (process-wide, keyed by name, device and precision).
 
-    ``dtype`` is ``"auto"`` (bf16 where the hardware runs it fast), ``"float32"``, ...
+    ``dtype`` is ``"auto"`` (bf16 where the hardware runs it fast), ``"float32"``, ``"int8"``
+    (Linear layers quantised, CPU only), ...
     """
-    from ragc.device import resolve_dtype
+    from ragc.device import resolve_precision
 
-    torch_dtype = resolve_dtype(dtype, device)
-    key = ("sentence_encoder", name, device, str(torch_dtype))
-    return shared(key, lambda: _sentence_encoder(name, device, torch_dtype))
+    precision = resolve_precision(dtype, device, int8="allowed")
+    key = ("sentence_encoder", name, device, precision)
+    return shared(key, lambda: _sentence_encoder(name, device, precision))
 
 
-def _sentence_encoder(name: str, device: str, torch_dtype: Any) -> Any:
+def _sentence_encoder(name: str, device: str, precision: str) -> Any:
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -310,8 +325,12 @@ def _sentence_encoder(name: str, device: str, torch_dtype: Any) -> Any:
         model = SentenceTransformer(encoder_path(name), device=device)
     except OSError as e:
         raise ModelNotFoundError(f"Could not load sentence encoder {name!r}: {e}") from e
-    if torch_dtype != torch.float32:
-        model = model.to(torch_dtype)
+    if precision == "int8":
+        from ragc.quantize import quantize_linear
+
+        model = quantize_linear(model)
+    elif precision != "float32":
+        model = model.to(getattr(torch, precision))
     # Text is data: a "[SEP]" inside a passage or query is tokenized as text, not as the
     # control token (the encoder adds its own [CLS]/[SEP] around the text).
     if getattr(model, "tokenizer", None) is not None:

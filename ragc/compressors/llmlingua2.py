@@ -58,6 +58,7 @@ class LLMLingua2Compressor(TokenScoringCompressor):
     """
 
     name: ClassVar[str] = "llmlingua2"
+    int8: ClassVar[str] = "auto"  # top-n same decision vs fp32 in benchmarks/results/cpu_speed.md
     settings: ClassVar[dict[str, type[Settings]]] = {
         **TokenScoringCompressor.settings,
         "placement": Placement,

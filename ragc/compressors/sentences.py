@@ -41,8 +41,8 @@ class SentenceCompressor(Compressor):
     Parameters:
         budget: rate in (0, 1] or an int token budget for the whole context.
         model: sentence encoder (packaged ``minilm``, an HF id or a local path).
-        placement: where the encoder runs (default: the pipeline's); fp32 when neither sets
-            a dtype (the dtype the published ``sentences`` results were measured in).
+        placement: where the encoder runs (default: the pipeline's; ``dtype: auto``: bf16 on
+            CPUs with fast bf16, int8 on other CPUs, see :mod:`ragc.device`).
         batch_size: sentences per encoder batch. The encoder sorts sentences by length and
             pads each batch to its longest, so small batches waste less
             (``benchmarks/sentences_speed.py`` measures it).
@@ -51,7 +51,7 @@ class SentenceCompressor(Compressor):
     name: ClassVar[str] = "sentences"
     needs_query: ClassVar[bool] = True
     settings: ClassVar[dict[str, type[Settings]]] = {"placement": Placement}
-    default_placement: ClassVar[Placement] = Placement(dtype="float32")
+    int8: ClassVar[str] = "auto"  # same sentences kept as fp32: benchmarks/results/cpu_speed.md
     budget: float | int = 0.5
     model: str = "minilm"
     placement: Placement | dict[str, Any] | str | None = None

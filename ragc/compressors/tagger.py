@@ -156,18 +156,26 @@ def read_tagger(folder: Path) -> Tagger:
 
 
 def load_tagger(weights: str, device: str, dtype: str) -> Tagger:
-    """A tagger in eval mode, shared by the process (keyed by folder, file stamp, device, dtype)."""
-    from ragc.device import resolve_dtype
+    """A tagger in eval mode, shared by the process (keyed by folder, file stamp, device, precision).
+
+    ``dtype`` ``"int8"`` quantises the encoder's Linear layers; the head stays fp32.
+    """
+    from ragc.device import resolve_dtype, resolve_precision
 
     folder = weights_dir(weights).resolve()
+    precision = resolve_precision(dtype, device, int8="allowed")
 
     def load() -> Tagger:
         tagger = read_tagger(folder)
-        tagger.encoder.to(device=device, dtype=resolve_dtype(dtype, device)).eval()
+        tagger.encoder.to(device=device, dtype=resolve_dtype(precision, device, int8="allowed")).eval()
+        if precision == "int8":
+            from ragc.quantize import quantize_linear
+
+            tagger.encoder = quantize_linear(tagger.encoder)
         tagger.head.to(device=device).eval()
         return tagger
 
-    return shared(("tagger", str(folder), stamp(folder), device, dtype), load)
+    return shared(("tagger", str(folder), stamp(folder), device, precision), load)
 
 
 # ---------------------------------------------------------------- windows and word mapping

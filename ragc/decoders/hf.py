@@ -60,6 +60,7 @@ class HFDecoder(Placed):
     """
 
     name: ClassVar[str] = "hf"
+    int8: ClassVar[str] = "allowed"
     settings: ClassVar[dict[str, type[Settings]]] = {
         "placement": Placement,
         "search": Search,
@@ -107,7 +108,7 @@ class HFDecoder(Placed):
             from ragc.models import shared_causal_lm
 
             where = self.where
-            self._lm = shared_causal_lm(self.model, where.device, where.torch_dtype)
+            self._lm = shared_causal_lm(self.model, where.device, where.dtype)
         return self._lm
 
     @property

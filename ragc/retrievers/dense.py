@@ -125,6 +125,7 @@ class DenseRetriever(Retriever):
     """
 
     name: ClassVar[str] = "dense"
+    int8: ClassVar[str] = "allowed"
     settings: ClassVar[dict[str, type[Settings]]] = {"placement": Placement}
 
     model: str = "minilm"

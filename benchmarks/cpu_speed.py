@@ -1,0 +1,574 @@
+"""CPU speed by component and precision, against the machine's measured matmul limit.
+
+One run measures, side by side on this CPU:
+
+1. the matmul limit: achieved GFLOP/s of fp32, bf16 and int8 (dynamic) matmuls at the
+   shapes of the packaged models' Linear layers;
+2. the MiniLM token classifier (``llmlingua2``) and sentence encoder (``sentences``): torch
+   fp32 / bf16 / int8 in the compressors, and ONNX Runtime and OpenVINO fp32 / int8 on the
+   same batches (bare forward; ``pip install 'ragc[cpu-runtimes]'``);
+3. the decoder (qwen2.5-0.5b): prefill tokens/s and ms per decode step per precision;
+4. decoder accuracy: open-domain SQuAD (hybrid retrieval, k=5) per precision against fp32
+   (paired bootstrap), and the uncompressed-vs-``tiered``@0.33 TTFT ratio with the defaults.
+
+    python benchmarks/cpu_speed.py            # writes benchmarks/results/cpu_speed.md
+
+Evaluation runs go to ``runs/cpu_speed-n{N}-seed{S}/`` and resume when re-run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sentences_speed import inputs, kept
+
+from ragc.compressors.llmlingua2 import LLMLingua2Compressor
+from ragc.compressors.sentences import SentenceCompressor
+from ragc.compressors.tagger import Tagger, load_tagger, token_probs, tokenize
+from ragc.decoders.hf import HFDecoder
+from ragc.device import Placement
+from ragc.errors import InvalidArgumentError
+from ragc.eval.report import command_line, cpu_flags, machine_info, paired_table
+from ragc.eval.runner import EvalSpec, run_eval
+from ragc.models import load_causal_lm, load_sentence_encoder, load_tokenizer
+from ragc.quantize import quantize_linear
+from ragc.text import word_spans
+from ragc.tokens import TokenCounter
+
+DECODER = "qwen2.5-0.5b"
+RATE = 0.33
+PRECISIONS = ("float32", "bfloat16", "int8")
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def best_seconds(f: Callable[[], Any], repeats: int) -> float:
+    f()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+# ------------------------------------------------------------------ 1. the matmul limit
+SHAPES = ((4096, 384, 1536), (4096, 1536, 384), (1024, 896, 4864), (1024, 4864, 896))
+
+
+def matmul_limits(repeats: int = 5) -> dict[str, float]:
+    """Best achieved GFLOP/s per precision over the packaged models' Linear shapes."""
+    import torch
+
+    out: dict[str, float] = {}
+    with torch.inference_mode():
+        for precision in PRECISIONS:
+            best = 0.0
+            for m, k, n in SHAPES:
+                lin = torch.nn.Linear(k, n, bias=False)
+                x = torch.randn(m, k)
+                if precision == "bfloat16":
+                    lin, x = lin.bfloat16(), x.bfloat16()
+                elif precision == "int8":
+                    lin = quantize_linear(torch.nn.Sequential(lin))
+                s = best_seconds(lambda lin=lin, x=x: lin(x), repeats)
+                best = max(best, 2 * m * k * n / s / 1e9)
+            out[precision] = best
+    return out
+
+
+def linear_macs(model: Any, skip: tuple[str, ...] = ()) -> int:
+    """Multiply-adds per token of a model's Linear layers (quantised ones included)."""
+    import torch
+    from torch.ao.nn.quantized.dynamic import Linear as QLinear
+
+    total = 0
+    for name, m in model.named_modules():
+        if name.endswith(skip) and skip:
+            continue
+        if type(m) is torch.nn.Linear or isinstance(m, QLinear):
+            total += m.in_features * m.out_features
+    return total
+
+
+# ------------------------------------------------------------------ 2. encoders on other runtimes
+class _Wrapped:
+    """A torch module ``(ids, mask) -> output`` exported to ONNX, run by ORT or OpenVINO."""
+
+    def __init__(self, runtime: str, path: Path, threads: int) -> None:
+        self.runtime = runtime
+        if runtime == "onnxruntime":
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            self.run = lambda ids, mask: sess.run(None, {"ids": ids, "mask": mask})[0]
+        else:
+            import openvino as ov
+
+            cfg = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+            model = ov.Core().compile_model(str(path), "CPU", cfg)
+            self.run = lambda ids, mask: model({"ids": ids, "mask": mask})[0]
+
+
+def export(module: Any, path: Path, int8: bool) -> Path:
+    """``module(ids, mask)`` as ONNX (fp32; int8: ORT dynamic quantisation of its MatMuls)."""
+    import torch
+
+    if not path.with_suffix(".fp32.onnx").is_file():
+        ids = torch.randint(1000, 2000, (2, 16))
+        torch.onnx.export(
+            module,
+            (ids, torch.ones_like(ids)),
+            str(path.with_suffix(".fp32.onnx")),
+            input_names=["ids", "mask"],
+            output_names=["out"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes={"ids": {0: "b", 1: "t"}, "mask": {0: "b", 1: "t"}, "out": {0: "b"}},
+        )
+    if not int8:
+        return path.with_suffix(".fp32.onnx")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if not path.with_suffix(".int8.onnx").is_file():
+        quantize_dynamic(
+            str(path.with_suffix(".fp32.onnx")),
+            str(path.with_suffix(".int8.onnx")),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+        )
+    return path.with_suffix(".int8.onnx")
+
+
+def runtimes_available() -> list[str]:
+    found = []
+    for mod, name in (("onnxruntime", "onnxruntime"), ("openvino", "openvino")):
+        try:
+            __import__(mod)
+            found.append(name)
+        except ImportError:
+            pass
+    return found
+
+
+class TaggerOnRuntime(Tagger):
+    """The packaged tagger's encoder + head, run by ONNX Runtime or OpenVINO."""
+
+    def keep_logits(self, ids: Any, mask: Any) -> Any:
+        import torch
+
+        return torch.from_numpy(np.asarray(self.runner.run(ids.numpy(), mask.numpy())))
+
+
+class TaggerModule:
+    @staticmethod
+    def of(tagger: Tagger) -> Any:
+        import torch
+
+        class M(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.e, self.h = tagger.encoder, tagger.head
+
+            def forward(self, ids: Any, mask: Any) -> Any:
+                out = self.h(self.e(input_ids=ids, attention_mask=mask).last_hidden_state)
+                return out[..., 0] if out.shape[-1] == 1 else out[..., 1] - out[..., 0]
+
+        return M().eval()
+
+
+def sentence_module(encoder: Any) -> Any:
+    """The sentence encoder as ``(ids, mask) -> normalised mean-pooled embedding``."""
+    import torch
+
+    bert = encoder[0].auto_model
+
+    class M(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.b = bert
+
+        def forward(self, ids: Any, mask: Any) -> Any:
+            h = self.b(input_ids=ids, attention_mask=mask).last_hidden_state
+            m = mask.unsqueeze(-1).to(h.dtype)
+            v = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(v, dim=-1)
+
+    return M().eval()
+
+
+# ------------------------------------------------------------------ measurement helpers
+def top_n_same(ref: np.ndarray, other: np.ndarray, n: int) -> float:
+    """Fraction of words on which 'among the n best' agrees between two score vectors."""
+    a = np.zeros(len(ref), dtype=bool)
+    b = np.zeros(len(ref), dtype=bool)
+    a[np.argsort(-ref, kind="stable")[:n]] = True
+    b[np.argsort(-other, kind="stable")[:n]] = True
+    return float((a == b).mean()) if len(ref) else 1.0
+
+
+def word_scores(tagger: Tagger, texts: list[str]) -> list[np.ndarray]:
+    from ragc.compressors.tagger import token_words, word_means
+
+    ids, offs = tokenize(tagger.tokenizer, texts)
+    probs = token_probs(tagger, ids, 512, 128, 16)
+    out = []
+    for text, off, p in zip(texts, offs, probs):
+        spans = word_spans(text)
+        first, last = token_words(off, spans)
+        out.append(word_means(p, first, last, len(spans)))
+    return out
+
+
+def fmt(x: float, digits: int = 0) -> str:
+    return f"{x:,.{digits}f}"
+
+
+# ------------------------------------------------------------------ sections
+def token_classifier(jobs: list, limits: dict[str, float], args: argparse.Namespace, tmp: Path) -> list[str]:
+    counter = TokenCounter(load_tokenizer(DECODER), DECODER)
+    texts = [[p.passage.text for p in ps] for _, ps in jobs]
+    ref_tagger = load_tagger("packaged", "cpu", "float32")
+    n_tok = sum(len(x) for t in texts for x in tokenize(ref_tagger.tokenizer, t)[0])
+    macs = linear_macs(ref_tagger.encoder)
+    taggers: dict[str, Tagger] = {p: load_tagger("packaged", "cpu", p) for p in PRECISIONS}
+    for rt in runtimes_available():
+        for int8 in (False, True):
+            path = export(TaggerModule.of(ref_tagger), tmp / "tagger", int8)
+            t = TaggerOnRuntime(ref_tagger.tokenizer, ref_tagger.encoder, ref_tagger.head, ref_tagger.meta)
+            t.runner = _Wrapped(rt, path, args.threads)  # type: ignore[attr-defined]
+            taggers[f"{rt} {'int8' if int8 else 'float32'}"] = t
+    comps = {}
+    for p in PRECISIONS:
+        c = LLMLingua2Compressor(budget=RATE, placement={"device": "cpu", "dtype": p})
+        c.bind(counter)
+        c.prepare()
+        comps[p] = c
+    auto = LLMLingua2Compressor(budget=RATE).where.dtype
+    fwd = {k: 0.0 for k in taggers}
+    e2e = {k: 0.0 for k in comps}
+    same = {k: [] for k in taggers}
+    jacc = {k: [] for k in comps}
+    for (q, passages), tx in zip(jobs, texts):
+        ref = None
+        for k, tg in taggers.items():
+            fwd[k] += best_seconds(
+                lambda tg=tg, tx=tx: token_probs(tg, tokenize(tg.tokenizer, tx)[0], 512, 128, 16),
+                args.repeats,
+            )
+            scores = np.concatenate(word_scores(tg, tx))
+            ref = scores if ref is None else ref
+            same[k].append(top_n_same(ref, scores, max(1, round(RATE * len(ref)))))
+        base = None
+        for k, c in comps.items():
+            e2e[k] += best_seconds(lambda c=c, q=q, ps=passages: c.compress(q, ps), args.repeats)
+            words = {w for seg in kept(c.compress(q, passages)) for w in seg[1]}
+            base = words if base is None else base
+            jacc[k].append(len(words & base) / max(1, len(words | base)))
+    lines = [
+        "## MiniLM token classifier (`llmlingua2`)",
+        "",
+        f"{len(jobs)} inputs x 5 passages, {n_tok / len(jobs):.0f} MiniLM tokens per input; windows of 512 "
+        f"with 128 shared, 16 per forward (the compressor's). Best of {args.repeats} per input, all rows "
+        f"interleaved per input. `auto` resolves to **{auto}** on this CPU.",
+        "",
+        "| runtime | precision | forward ms / 1k tokens | compressor ms / 1k tokens | speed-up vs "
+        "torch fp32 | "
+        "GFLOP/s (Linear) | of the matmul limit | top-n same decision | kept words Jaccard |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for k in taggers:
+        rt, prec = k.split(" ") if " " in k else ("torch", k)
+        limit = limits["int8" if prec == "int8" else prec]
+        gflops = 2 * macs * n_tok / fwd[k] / 1e9
+        comp = f"{e2e[k] / n_tok * 1e6:.0f}" if k in e2e else "-"
+        jac = f"{np.mean(jacc[k]):.3f}" if k in jacc else "-"
+        lines.append(
+            f"| {rt} | {prec} | {fwd[k] / n_tok * 1e6:.0f} | {comp} | {fwd['float32'] / fwd[k]:.2f}x | "
+            f"{gflops:.0f} | {gflops / limit:.0%} | {np.mean(same[k]):.3f} | {jac} |"
+        )
+    lines += [
+        "",
+        "top-n same decision: per input, each side keeps its n = 0.33 x words best words by its own "
+        "probabilities; the fraction of words with the same keep/drop decision as torch fp32. "
+        "Kept words Jaccard: the compressor's kept words against the fp32 compressor's.",
+        "",
+    ]
+    return lines
+
+
+def sentence_encoder(jobs: list, limits: dict[str, float], args: argparse.Namespace, tmp: Path) -> list[str]:
+    import torch
+
+    counter = TokenCounter(load_tokenizer(DECODER), DECODER)
+    comps = {}
+    for p in PRECISIONS:
+        c = SentenceCompressor(budget=RATE, placement={"device": "cpu", "dtype": p})
+        c.bind(counter)
+        c.prepare()
+        comps[p] = c
+    auto = SentenceCompressor(budget=RATE).where.dtype
+    ms = {k: 0.0 for k in comps}
+    same = dict.fromkeys(comps, 0)
+    source = 0
+    for q, passages in jobs:
+        ref = None
+        for k, c in comps.items():
+            ms[k] += best_seconds(lambda c=c, q=q, ps=passages: c.compress(q, ps), args.repeats)
+            got = kept(c.compress(q, passages))
+            ref = got if ref is None else ref
+            same[k] += got == ref
+        source += comps["float32"].compress(q, passages).source_tokens
+    # Bare forward of the encoder over all sentences of the inputs, per runtime.
+    from ragc.text import split_sentences
+
+    st = load_sentence_encoder("minilm", "cpu", "float32")
+    sents = [p.passage.text[a:b] for _, ps in jobs for p in ps for a, b in split_sentences(p.passage.text)]
+    tok = st.tokenizer(sents, padding=False, truncation=True, max_length=256)["input_ids"]
+    order = np.argsort([len(x) for x in tok])
+    batches = []
+    for i in range(0, len(order), 8):
+        rows = [tok[j] for j in order[i : i + 8]]
+        width = max(len(r) for r in rows)
+        ids = np.array([r + [0] * (width - len(r)) for r in rows], dtype=np.int64)
+        batches.append((ids, (ids != 0).astype(np.int64)))
+    n_tok = sum(len(x) for x in tok)
+    mod = sentence_module(st)
+    runners: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {}
+    with torch.inference_mode():
+        runners["torch float32"] = lambda i, m: mod(torch.from_numpy(i), torch.from_numpy(m)).numpy()
+        bf = sentence_module(load_sentence_encoder("minilm", "cpu", "bfloat16"))
+        runners["torch bfloat16"] = lambda i, m: bf(torch.from_numpy(i), torch.from_numpy(m)).float().numpy()
+        q8 = sentence_module(load_sentence_encoder("minilm", "cpu", "int8"))
+        runners["torch int8"] = lambda i, m: q8(torch.from_numpy(i), torch.from_numpy(m)).numpy()
+        for rt in runtimes_available():
+            for int8 in (False, True):
+                runners[f"{rt} {'int8' if int8 else 'float32'}"] = _Wrapped(
+                    rt, export(mod, tmp / "sentence", int8), args.threads
+                ).run
+        secs = {
+            k: best_seconds(lambda r=r: [r(i, m) for i, m in batches], args.repeats)
+            for k, r in runners.items()
+        }
+        ref = np.concatenate([runners["torch float32"](i, m) for i, m in batches])
+        cos = {
+            k: float(np.min(np.sum(ref * np.concatenate([r(i, m) for i, m in batches]), axis=1)))
+            for k, r in runners.items()
+        }
+    macs = linear_macs(st)
+    lines = [
+        "## MiniLM sentence encoder (`sentences`)",
+        "",
+        f"Compressor: {len(jobs)} inputs x 5 passages ({source / len(jobs):.0f} {DECODER} tokens per input), "
+        f"rate {RATE}, batch size 8, best of {args.repeats} per input, interleaved. `auto` resolves to "
+        f"**{auto}** on this CPU. Before this change the compressor ran fp32 by default.",
+        "",
+        "| precision | compressor ms / 1k tokens | speed-up vs fp32 (the old default) | same "
+        "sentences kept |",
+        "|---|---:|---:|---|",
+    ]
+    for k in comps:
+        lines.append(
+            f"| {k} | {ms[k] / source * 1e6:.0f} | {ms['float32'] / ms[k]:.2f}x | {same[k]}/{len(jobs)} |"
+        )
+    lines += [
+        "",
+        f"Bare forward over the inputs' {len(sents)} sentences ({n_tok / len(sents):.0f} MiniLM tokens each, "
+        "8 per batch sorted by length, as the compressor batches them):",
+        "",
+        "| runtime | precision | ms / 1k tokens | speed-up vs torch fp32 | GFLOP/s (Linear) | of "
+        "the matmul limit | "
+        "min cosine vs fp32 |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for k, s in secs.items():
+        rt, prec = k.split(" ")
+        g = 2 * macs * n_tok / s / 1e9
+        lines.append(
+            f"| {rt} | {prec} | {s / n_tok * 1e6:.0f} | {secs['torch float32'] / s:.2f}x | {g:.0f} | "
+            f"{g / limits[prec]:.0%} | {cos[k]:.4f} |"
+        )
+    return [*lines, ""]
+
+
+def decoder_speed(jobs: list, limits: dict[str, float], args: argparse.Namespace) -> list[str]:
+    import torch
+
+    from ragc.decoders.generate import cache_argument, output_cache
+
+    tok = load_tokenizer(DECODER)
+    prompts = []
+    for q, passages in jobs[: args.prompts]:
+        text = "\n\n".join(p.passage.text for p in passages) + f"\n\nQuestion: {q}\nAnswer:"
+        prompts.append(torch.tensor([tok(text)["input_ids"]]))
+    models = {p: load_causal_lm(DECODER, "cpu", p) for p in PRECISIONS}
+    macs = linear_macs(models["float32"], skip=("lm_head",))
+    head = models["float32"].config.hidden_size * models["float32"].config.vocab_size
+    pre = {p: 0.0 for p in models}
+    step = {p: [] for p in models}
+    n_tok = sum(int(x.shape[1]) for x in prompts)
+    with torch.inference_mode():
+        for ids in prompts:
+            for p, lm in models.items():
+                pre[p] += best_seconds(
+                    lambda lm=lm, ids=ids: lm(ids, use_cache=True, logits_to_keep=1), args.repeats
+                )
+                out = lm(ids, use_cache=True, logits_to_keep=1)
+                cache, nxt, arg = output_cache(out), out.logits[:, -1:].argmax(-1), cache_argument(lm)
+                times = []
+                for _ in range(args.decode_steps):
+                    t = time.perf_counter()
+                    o = lm(nxt, **{arg: cache}, use_cache=True)
+                    times.append(time.perf_counter() - t)
+                    cache, nxt = output_cache(o), o.logits[:, -1:].argmax(-1)
+                step[p].append(statistics.median(times))
+    lines = [
+        f"## Decoder ({DECODER})",
+        "",
+        f"{len(prompts)} prompts of 5 passages + question ({n_tok / len(prompts):.0f} tokens each); "
+        f"prefill best "
+        f"of {args.repeats}; decode: median of {args.decode_steps} greedy steps after the prefill. "
+        f"Precisions "
+        "interleaved per prompt.",
+        "",
+        "| precision | prefill tokens/s | speed-up vs fp32 | prefill GFLOP/s (Linear) | of the "
+        "matmul limit | "
+        "ms per decode step | speed-up vs fp32 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in models:
+        tps = n_tok / pre[p]
+        g = 2 * macs * tps / 1e9
+        d = statistics.mean(step[p]) * 1000
+        d0 = statistics.mean(step["float32"]) * 1000
+        lines.append(
+            f"| {p} | {tps:.0f} | {pre['float32'] / pre[p]:.2f}x | {g:.0f} | {g / limits[p]:.0%} | "
+            f"{d:.1f} | {d0 / d:.2f}x |"
+        )
+    lines += [
+        "",
+        f"A decode step reads every weight once ({(macs + head) / 1e6:.0f} M multiply-adds incl. the "
+        "LM head): memory-bound, so int8 weights (a quarter of fp32's bytes) gain most there.",
+        "",
+    ]
+    return lines
+
+
+def decoder_accuracy(args: argparse.Namespace) -> tuple[list[str], Path]:
+    runs = Path(args.runs) / f"cpu_speed-n{args.eval_n}-seed{args.seed}"
+
+    def spec(name: str, decoder: dict[str, Any], compressor: dict[str, Any]) -> EvalSpec:
+        config = {"retriever": {"name": "hybrid"}, "compressor": compressor, "decoder": decoder, "k": 5}
+        return EvalSpec(name, config, "squad-dev", args.eval_n, args.seed)
+
+    none, tiered = {"name": "none"}, {"name": "tiered", "budget": RATE}
+    specs = [
+        *(
+            spec(f"decoder-{p}", {"name": "hf", "model": DECODER, "placement": {"dtype": p}}, none)
+            for p in ("float32", "int8")
+        ),
+        spec("defaults-uncompressed", {"name": "hf", "model": DECODER}, none),
+        spec("defaults-tiered", {"name": "hf", "model": DECODER}, tiered),
+    ]
+    summaries = {s.name: run_eval(s, runs / s.name) for s in specs}
+    auto = Placement().resolve(HFDecoder.int8).dtype
+    lines = [
+        "## Decoder accuracy and time to first token",
+        "",
+        f"Open-domain SQuAD v1.1 dev, {args.eval_n} questions (seed {args.seed}), hybrid retrieval, k=5, "
+        f"{DECODER} greedy. `defaults-*` runs leave every placement open: the decoder's `auto` resolves "
+        f"to **{auto}** on this CPU.",
+        "",
+        "| run | EM | F1 | mean TTFT s | mean prefill s | prompt tokens |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in summaries.items():
+        lines.append(
+            f"| {name} | {s.em:.1f} | {s.f1:.1f} | {s.mean_ttft:.2f} | {s.mean_prefill:.2f} | "
+            f"{s.mean_prompt_tokens:.0f} |"
+        )
+    u, t = summaries["defaults-uncompressed"], summaries["defaults-tiered"]
+    lines += [
+        "",
+        f"Uncompressed vs `tiered`@{RATE} with the defaults: TTFT {u.mean_ttft:.2f} s vs "
+        f"{t.mean_ttft:.2f} s, "
+        f"ratio **{u.mean_ttft / t.mean_ttft:.2f}x** (F1 {u.f1:.1f} vs {t.f1:.1f}).",
+        "",
+    ]
+    pairs = [
+        (run, "decoder-float32", m) for run in ("decoder-int8", "defaults-uncompressed") for m in ("f1", "em")
+    ]
+    lines += paired_table(pairs, runs, "Precision against fp32 (paired)")
+    return lines, runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=12, help="compressor inputs (questions with 5 passages)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--prompts", type=int, default=4, help="decoder prompts timed")
+    ap.add_argument("--decode-steps", type=int, default=16)
+    ap.add_argument("--eval-n", type=int, default=200, help="SQuAD questions for decoder accuracy (0: skip)")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--runs", default="runs")
+    ap.add_argument("--out", default="benchmarks/results/cpu_speed.md")
+    args = ap.parse_args(argv)
+    if min(args.n, args.repeats, args.prompts, args.decode_steps, args.threads) < 1 or args.eval_n < 0:
+        raise InvalidArgumentError("--n, --repeats, --prompts, --decode-steps and --threads must be >= 1.")
+    torch.set_num_threads(args.threads)
+    jobs = inputs(args.n, args.seed)
+    limits = matmul_limits()
+    given = sys.argv[1:] if argv is None else argv
+    lines = [
+        "# CPU speed by component and precision",
+        "",
+        f"Command: `{command_line('python benchmarks/cpu_speed.py', given)}`",
+        "",
+        f"Machine: {machine_info()}  ",
+        f"CPU flags: **{cpu_flags()}**; threads {args.threads} (torch, ONNX Runtime and OpenVINO alike).",
+        "",
+        "## Matmul limit (achieved, this CPU)",
+        "",
+        "| precision | best GFLOP/s |",
+        "|---|---:|",
+        *(f"| {p} | {g:.0f} |" for p, g in limits.items()),
+        "",
+        f"Best of 5 over the Linear shapes {', '.join(f'{m}x{k}x{n}' for m, k, n in SHAPES)} "
+        f"(tokens x in x out); "
+        "int8 is torch's dynamic int8 Linear (activation quantisation included). Each forward's fraction "
+        "of the limit below counts Linear multiply-adds only.",
+        "",
+    ]
+    with tempfile.TemporaryDirectory() as d:
+        lines += token_classifier(jobs, limits, args, Path(d))
+        lines += sentence_encoder(jobs, limits, args, Path(d))
+    lines += decoder_speed(jobs, limits, args)
+    if args.eval_n:
+        lines += decoder_accuracy(args)[0]
+    text = "\n".join(lines) + "\n"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text, encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    raise SystemExit(main())
