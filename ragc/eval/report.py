@@ -143,12 +143,14 @@ def paired_table(pairs: Sequence[tuple[str, str, str]], runs: Path, title: str) 
 
 
 def cpu_flags() -> str:
-    """The CPU's vector and matrix extensions that decide the fast dtype (for speed reports)."""
+    """The CPU's vector and matrix extensions that decide the fast precision (for speed reports):
+    fp32 width (avx2, avx512f), int8 dot products (avx_vnni, avx512_vnni, amx_int8), bf16."""
     try:
         flags = set(Path("/proc/cpuinfo").read_text().split())
     except OSError:
         return "unknown"
-    found = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    names = ("avx2", "avx512f", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    found = [f for f in names if f in flags]
     return ", ".join(found) or "none of avx2/avx512"
 
 
