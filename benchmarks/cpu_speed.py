@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +52,15 @@ from ragc.tokens import TokenCounter
 DECODER = "qwen2.5-0.5b"
 RATE = 0.33
 PRECISIONS = ("float32", "bfloat16", "int8")
+
+
+def precisions() -> tuple[str, ...]:
+    """The precisions timed per component: bf16 is left out under the AVX2 cap, where it runs
+    emulated (the matmul limit shows how slow) and ``auto`` never picks it."""
+    capped = os.environ.get("ATEN_CPU_CAPABILITY") == "avx2"
+    return ("float32", "int8") if capped else PRECISIONS
+
+
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
@@ -155,6 +165,8 @@ def export(module: Any, path: Path, int8: bool) -> Path:
 
 
 def runtimes_available() -> list[str]:
+    if os.environ.get("ATEN_CPU_CAPABILITY") == "avx2":
+        return []  # no ISA cap for them: measured in the uncapped pass only
     found = []
     for mod, name in (("onnxruntime", "onnxruntime"), ("openvino", "openvino")):
         try:
@@ -245,7 +257,7 @@ def token_classifier(jobs: list, limits: dict[str, float], args: argparse.Namesp
     ref_tagger = load_tagger("packaged", "cpu", "float32")
     n_tok = sum(len(x) for t in texts for x in tokenize(ref_tagger.tokenizer, t)[0])
     macs = linear_macs(ref_tagger.encoder)
-    taggers: dict[str, Tagger] = {p: load_tagger("packaged", "cpu", p) for p in PRECISIONS}
+    taggers: dict[str, Tagger] = {p: load_tagger("packaged", "cpu", p) for p in precisions()}
     for rt in runtimes_available():
         for int8 in (False, True):
             path = export(TaggerModule.of(ref_tagger), tmp / "tagger", int8)
@@ -253,7 +265,7 @@ def token_classifier(jobs: list, limits: dict[str, float], args: argparse.Namesp
             t.runner = _Wrapped(rt, path, args.threads)  # type: ignore[attr-defined]
             taggers[f"{rt} {'int8' if int8 else 'float32'}"] = t
     comps = {}
-    for p in PRECISIONS:
+    for p in precisions():
         c = LLMLingua2Compressor(budget=RATE, placement={"device": "cpu", "dtype": p})
         c.bind(counter)
         c.prepare()
@@ -316,7 +328,7 @@ def sentence_encoder(jobs: list, limits: dict[str, float], args: argparse.Namesp
 
     counter = TokenCounter(load_tokenizer(DECODER), DECODER)
     comps = {}
-    for p in PRECISIONS:
+    for p in precisions():
         c = SentenceCompressor(budget=RATE, placement={"device": "cpu", "dtype": p})
         c.bind(counter)
         c.prepare()
@@ -351,8 +363,11 @@ def sentence_encoder(jobs: list, limits: dict[str, float], args: argparse.Namesp
     runners: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {}
     with torch.inference_mode():
         runners["torch float32"] = lambda i, m: mod(torch.from_numpy(i), torch.from_numpy(m)).numpy()
-        bf = sentence_module(load_sentence_encoder("minilm", "cpu", "bfloat16"))
-        runners["torch bfloat16"] = lambda i, m: bf(torch.from_numpy(i), torch.from_numpy(m)).float().numpy()
+        if "bfloat16" in precisions():
+            bf = sentence_module(load_sentence_encoder("minilm", "cpu", "bfloat16"))
+            runners["torch bfloat16"] = lambda i, m: (
+                bf(torch.from_numpy(i), torch.from_numpy(m)).float().numpy()
+            )
         q8 = sentence_module(load_sentence_encoder("minilm", "cpu", "int8"))
         runners["torch int8"] = lambda i, m: q8(torch.from_numpy(i), torch.from_numpy(m)).numpy()
         for rt in runtimes_available():
@@ -415,7 +430,7 @@ def decoder_speed(jobs: list, limits: dict[str, float], args: argparse.Namespace
     for q, passages in jobs[: args.prompts]:
         text = "\n\n".join(p.passage.text for p in passages) + f"\n\nQuestion: {q}\nAnswer:"
         prompts.append(torch.tensor([tok(text)["input_ids"]]))
-    models = {p: load_causal_lm(DECODER, "cpu", p) for p in PRECISIONS}
+    models = {p: load_causal_lm(DECODER, "cpu", p) for p in precisions()}
     macs = linear_macs(models["float32"], skip=("lm_head",))
     head = models["float32"].config.hidden_size * models["float32"].config.vocab_size
     pre = {p: 0.0 for p in models}
@@ -469,17 +484,20 @@ def decoder_speed(jobs: list, limits: dict[str, float], args: argparse.Namespace
 
 
 def decoder_accuracy(args: argparse.Namespace) -> tuple[list[str], Path]:
-    runs = Path(args.runs) / f"cpu_speed-n{args.eval_n}-seed{args.seed}"
+    capped = args.isa == "avx2"
+    n = args.avx2_eval_n if capped else args.eval_n
+    runs = Path(args.runs) / f"cpu_speed{'-avx2' if capped else ''}-n{n}-seed{args.seed}"
 
     def spec(name: str, decoder: dict[str, Any], compressor: dict[str, Any]) -> EvalSpec:
         config = {"retriever": {"name": "hybrid"}, "compressor": compressor, "decoder": decoder, "k": 5}
-        return EvalSpec(name, config, "squad-dev", args.eval_n, args.seed)
+        return EvalSpec(name, config, "squad-dev", n, args.seed)
 
     none, tiered = {"name": "none"}, {"name": "tiered", "budget": RATE}
+    precisions = () if capped else ("float32", "int8")  # the precision pairs once, uncapped
     specs = [
         *(
             spec(f"decoder-{p}", {"name": "hf", "model": DECODER, "placement": {"dtype": p}}, none)
-            for p in ("float32", "int8")
+            for p in precisions
         ),
         spec("defaults-uncompressed", {"name": "hf", "model": DECODER}, none),
         spec("defaults-tiered", {"name": "hf", "model": DECODER}, tiered),
@@ -489,7 +507,7 @@ def decoder_accuracy(args: argparse.Namespace) -> tuple[list[str], Path]:
     lines = [
         "## Decoder accuracy and time to first token",
         "",
-        f"Open-domain SQuAD v1.1 dev, {args.eval_n} questions (seed {args.seed}), hybrid retrieval, k=5, "
+        f"Open-domain SQuAD v1.1 dev, {n} questions (seed {args.seed}), hybrid retrieval, k=5, "
         f"{DECODER} greedy. `defaults-*` runs leave every placement open: the decoder's `auto` resolves "
         f"to **{auto}** on this CPU.",
         "",
@@ -512,30 +530,121 @@ def decoder_accuracy(args: argparse.Namespace) -> tuple[list[str], Path]:
     pairs = [
         (run, "decoder-float32", m) for run in ("decoder-int8", "defaults-uncompressed") for m in ("f1", "em")
     ]
-    lines += paired_table(pairs, runs, "Precision against fp32 (paired)")
+    if not capped:
+        lines += paired_table(pairs, runs, "Precision against fp32 (paired)")
     return lines, runs
 
 
-def main(argv: list[str] | None = None) -> int:
-    import torch
+#: Environment that caps torch (its own kernels, MKL, oneDNN and fbgemm) to AVX2 on a CPU that
+#: has more, and makes ``auto`` decide as on a CPU without fast bf16. ONNX Runtime and OpenVINO
+#: have no such switch, so the capped pass leaves them out.
+AVX2_CAPS = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
+    "RAGC_FAST_BF16": "0",
+}
 
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=12, help="compressor inputs (questions with 5 passages)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--prompts", type=int, default=4, help="decoder prompts timed")
     ap.add_argument("--decode-steps", type=int, default=16)
     ap.add_argument("--eval-n", type=int, default=200, help="SQuAD questions for decoder accuracy (0: skip)")
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument(
+        "--avx2-eval-n", type=int, default=50, help="questions for the TTFT ratio under the AVX2 cap"
+    )
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument(
+        "--isa",
+        choices=("both", "native", "avx2"),
+        default="both",
+        help="this CPU as it is, torch capped to AVX2 (see AVX2_CAPS), or both in turn",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", default="runs")
     ap.add_argument("--out", default="benchmarks/results/cpu_speed.md")
     args = ap.parse_args(argv)
-    if min(args.n, args.repeats, args.prompts, args.decode_steps, args.threads) < 1 or args.eval_n < 0:
+    if (
+        min(args.n, args.repeats, args.prompts, args.decode_steps, args.threads) < 1
+        or min(args.eval_n, args.avx2_eval_n) < 0
+    ):
         raise InvalidArgumentError("--n, --repeats, --prompts, --decode-steps and --threads must be >= 1.")
+    return args
+
+
+def measure(args: argparse.Namespace) -> list[str]:
+    """The sections of one pass (``args.isa`` is ``native`` or ``avx2``, its caps in effect)."""
+    import torch
+
     torch.set_num_threads(args.threads)
+    capped = args.isa == "avx2"
     jobs = inputs(args.n, args.seed)
     limits = matmul_limits()
+    lines = [
+        f"# Pass: {'torch capped to AVX2' if capped else 'this CPU as it is'}",
+        "",
+        (
+            "Environment: "
+            + ", ".join(f"`{k}={v}`" for k, v in AVX2_CAPS.items())
+            + ": torch's kernels, MKL, "
+            "oneDNN and fbgemm use AVX2 only and `auto` decides as on a CPU without fast bf16. Clock, caches "
+            "and memory stay this machine's, so this approximates (does not replace) an AVX2-only host. "
+            "ONNX Runtime and OpenVINO have no such cap: their rows are in the other pass only."
+            if capped
+            else f"torch capability `{torch.backends.cpu.get_cpu_capability()}`; all runtimes use all of it."
+        ),
+        "",
+        "## Matmul limit (achieved)",
+        "",
+        "| precision | best GFLOP/s |",
+        "|---|---:|",
+        *(f"| {p} | {g:.0f} |" for p, g in limits.items()),
+        "",
+        f"Best of 5 over the Linear shapes {', '.join(f'{m}x{k}x{n}' for m, k, n in SHAPES)} "
+        "(tokens x in x out); int8 is torch's dynamic int8 Linear (activation quantisation "
+        "included). Each forward's fraction of the limit below counts Linear multiply-adds only.",
+        "",
+    ]
+    with tempfile.TemporaryDirectory() as d:
+        lines += token_classifier(jobs, limits, args, Path(d))
+        lines += sentence_encoder(jobs, limits, args, Path(d))
+    lines += decoder_speed(jobs, limits, args)
+    if args.avx2_eval_n if capped else args.eval_n:
+        lines += decoder_accuracy(args)[0]
+    return lines
+
+
+def run_pass(isa: str, argv: list[str], out: Path) -> None:
+    """Run one pass in a fresh process (the caps must be set before torch loads)."""
+    env = {**os.environ, **(AVX2_CAPS if isa == "avx2" else {}), "CPU_SPEED_CHILD": "1"}
+    cmd = [sys.executable, __file__, *argv, "--isa", isa, "--out", str(out)]
+    subprocess.run(cmd, env=env, check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else argv
+    args = parse_args(given)
+    if args.isa == "avx2" and os.environ.get("ATEN_CPU_CAPABILITY") != "avx2":
+        run_pass("avx2", [a for a in given if not a.startswith("--isa")], Path(args.out))
+        return 0
+    if args.isa != "both":
+        body = measure(args)
+    else:
+        rest = [
+            a
+            for i, a in enumerate(given)
+            if not a.startswith(("--isa", "--out")) and not (i and given[i - 1] in ("--isa", "--out"))
+        ]
+        body = []
+        with tempfile.TemporaryDirectory() as d:
+            for isa in ("native", "avx2"):
+                run_pass(isa, rest, Path(d) / f"{isa}.md")
+                part = (Path(d) / f"{isa}.md").read_text(encoding="utf-8").split("\n")
+                body += part[part.index("<!-- pass -->") + 1 :]
     lines = [
         "# CPU speed by component and precision",
         "",
@@ -544,28 +653,14 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine_info()}  ",
         f"CPU flags: **{cpu_flags()}**; threads {args.threads} (torch, ONNX Runtime and OpenVINO alike).",
         "",
-        "## Matmul limit (achieved, this CPU)",
-        "",
-        "| precision | best GFLOP/s |",
-        "|---|---:|",
-        *(f"| {p} | {g:.0f} |" for p, g in limits.items()),
-        "",
-        f"Best of 5 over the Linear shapes {', '.join(f'{m}x{k}x{n}' for m, k, n in SHAPES)} "
-        f"(tokens x in x out); "
-        "int8 is torch's dynamic int8 Linear (activation quantisation included). Each forward's fraction "
-        "of the limit below counts Linear multiply-adds only.",
-        "",
+        "<!-- pass -->",
+        *body,
     ]
-    with tempfile.TemporaryDirectory() as d:
-        lines += token_classifier(jobs, limits, args, Path(d))
-        lines += sentence_encoder(jobs, limits, args, Path(d))
-    lines += decoder_speed(jobs, limits, args)
-    if args.eval_n:
-        lines += decoder_accuracy(args)[0]
     text = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text, encoding="utf-8")
-    print(text)
+    if not os.environ.get("CPU_SPEED_CHILD"):
+        print(text)
     return 0
 
 

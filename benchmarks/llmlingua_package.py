@@ -47,7 +47,7 @@ from ragc.compressors.tagger import Tagger
 from ragc.compressors.token_scoring import Windows, Words
 from ragc.datasets import load_dataset
 from ragc.errors import InvalidArgumentError
-from ragc.eval.report import command_line, machine_info
+from ragc.eval.report import command_line, cpu_flags, machine_info
 from ragc.models import load_tokenizer
 from ragc.paths import cache_dir
 from ragc.text import word_spans
@@ -317,7 +317,7 @@ def forward(call: Callable[[Any, Any], Any], windows: list[tuple[Any, Any]]) -> 
 def timings(pc: Any, comps: dict[str, LLMLingua2Compressor], bf16: Tagger, inputs: list[list[Scored]],
             obs: list[Observed], rate: float, repeats: int) -> dict[str, list[float]]:
     """Seconds per input (median of ``repeats``) of every timed call, after a warm-up."""
-    fp32 = comps["float32"].tagger()
+    fp32, int8 = comps["float32"].tagger(), comps["int8"].tagger()
     model = pc.model
 
     def theirs(ids: Any, mask: Any) -> Any:
@@ -330,9 +330,11 @@ def timings(pc: Any, comps: dict[str, LLMLingua2Compressor], bf16: Tagger, input
             "llmlingua default": lambda: pc.compress_prompt(texts, rate=rate),
             "ragc auto": lambda: comps["auto"].compress(None, passages, rate),
             "ragc float32": lambda: comps["float32"].compress(None, passages, rate),
+            "ragc int8": lambda: comps["int8"].compress(None, passages, rate),
             "fwd llmlingua fp32": forward(theirs, o.theirs.windows),
             "fwd ragc fp32": forward(fp32.keep_logits, o.ours["auto"].windows),
             "fwd ragc bf16": forward(bf16.keep_logits, o.ours["auto"].windows),
+            "fwd ragc int8": forward(int8.keep_logits, o.ours["auto"].windows),
         }
 
     for passages, o in list(zip(inputs, obs))[:2]:  # warm-up
@@ -355,7 +357,8 @@ def speed_section(t: dict[str, list[float]], info: dict[str, Any]) -> list[str]:
     rows = [("llmlingua", "llmlingua 0.2.2, token level", "float32", "fwd llmlingua fp32"),
             ("llmlingua default", "llmlingua 0.2.2, defaults (+ passage filter)", "float32", ""),
             ("ragc auto", "ragc `llmlingua2` (default)", info["auto_dtype"], auto_fwd),
-            ("ragc float32", "ragc `llmlingua2` `placement: {dtype: float32}`", "float32", "fwd ragc fp32")]
+            ("ragc float32", "ragc `llmlingua2` `placement: {dtype: float32}`", "float32", "fwd ragc fp32"),
+            ("ragc int8", "ragc `llmlingua2` `placement: {dtype: int8}`", "int8", "fwd ragc int8")]
     lines = ["| run | dtype | compress ms (median) | mean | speed-up vs llmlingua | forward ms, same windows "
              "| compress / forward |", "|---|---|---:|---:|---:|---:|---:|"]
     for key, label, dtype, fwd in rows:
@@ -366,7 +369,8 @@ def speed_section(t: dict[str, list[float]], info: dict[str, Any]) -> list[str]:
     return [*lines, "",
             f"ragc default vs llmlingua (token level), median: **{speedup:.2f}x** faster "
             f"({'meets' if speedup >= 3 else 'misses'} the 3x target). Bare forward (encoder + head) "
-            f"on ragc's windows: fp32 {ms['fwd ragc fp32'][0]:.1f} ms, bf16 {ms['fwd ragc bf16'][0]:.1f} ms; "
+            f"on ragc's windows: fp32 {ms['fwd ragc fp32'][0]:.1f} ms, bf16 {ms['fwd ragc bf16'][0]:.1f} ms, "
+            f"int8 {ms['fwd ragc int8'][0]:.1f} ms; "
             f"on llmlingua's (every chunk padded to 512 tokens): fp32 {ms['fwd llmlingua fp32'][0]:.1f} ms.",
             "",
             "`token level` = `compress_prompt(passages, rate, use_context_level_filter=False)`: the "
@@ -402,6 +406,16 @@ def agreement_section(agree: dict[str, dict[str, float]], obs: list[Observed], r
             "its pieces)."]
 
 
+def capped_note() -> str:
+    """How torch's instruction sets were capped for this run, if they were (see cpu_speed.py)."""
+    caps = [f"`{k}={os.environ[k]}`" for k in CAPS if os.environ.get(k)]
+    return f"; torch capped by {', '.join(caps)}" if caps else ""
+
+
+CAPS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "FBGEMM_ENABLE_INSTRUCTIONS",
+        "RAGC_FAST_BF16")
+
+
 def report(t: dict[str, list[float]], agree: dict[str, dict[str, float]], obs: list[Observed],
            info: dict[str, Any], command: str) -> str:
     lines = [
@@ -409,6 +423,7 @@ def report(t: dict[str, list[float]], agree: dict[str, dict[str, float]], obs: l
         "",
         f"Command: `{command}`  ",
         f"Machine: {machine_info()}  ",
+        f"CPU flags: **{cpu_flags()}**{capped_note()}  ",
         f"Inputs: {len(obs)} x {PER_INPUT} gold SQuAD dev paragraphs, "
         f"{np.mean([o.tokens for o in obs]):.0f} MiniLM tokens per input on average; rate {info['rate']}; "
         f"per-input median of {info['repeats']} runs after a warm-up; transformers {info['transformers']}.  ",
@@ -438,12 +453,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     counter = TokenCounter(load_tokenizer(args.decoder), args.decoder)
-    comps = {d: LLMLingua2Compressor(budget=args.rate, placement={"dtype": d}) for d in ("auto", "float32")}
+    dtypes = ("auto", "float32", "int8")
+    comps = {d: LLMLingua2Compressor(budget=args.rate, placement={"dtype": d}) for d in dtypes}
     for c in comps.values():
         c.bind(counter)
         c.prepare()
     fp32 = comps["float32"].tagger()
-    auto_dtype = str(next(comps["auto"].tagger().encoder.parameters()).dtype).removeprefix("torch.")
+    auto_dtype = comps["auto"].where.dtype
     bf16 = comps["auto"].tagger() if auto_dtype == "bfloat16" else l2.load_tagger("packaged", "cpu",
                                                                                    "bfloat16")
     folder = export_token_classifier(fp32, cache_dir() / "bench" / EXPORT_NAME)
@@ -453,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     pc = prompt_compressor(folder)
     inputs = load_inputs(args.n, args.seed)
     obs = [observe(pc, comps, passages, args.rate) for passages in inputs]
-    agree = {d: agreement(obs, d) for d in ("auto", "float32")}
+    agree = {d: agreement(obs, d) for d in dtypes}
     t = timings(pc, comps, bf16, inputs, obs, args.rate, args.repeats)
     info = {"rate": args.rate, "repeats": args.repeats, "export_error": err,
             "auto_dtype": auto_dtype, "transformers": transformers.__version__}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from ragc.errors import InvalidArgumentError
@@ -92,6 +93,73 @@ def resolve_dtype(dtype: str, device: str, int8: str = "never") -> Any:
     return torch.float32 if precision == "int8" else getattr(torch, precision)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (containers)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(n, quota)) if quota else n
+
+
+def _cgroup_cpu_quota() -> int | None:
+    """Whole CPUs of the cgroup's quota (v2 ``cpu.max``, v1 ``cfs_quota_us``), None if unlimited."""
+    v1 = Path("/sys/fs/cgroup/cpu")
+    for quota, period in (
+        (Path("/sys/fs/cgroup/cpu.max"), None),
+        (v1 / "cpu.cfs_quota_us", v1 / "cpu.cfs_period_us"),
+    ):
+        try:
+            fields = quota.read_text(encoding="ascii").split()
+            if period is not None:
+                fields = fields[:1] + period.read_text(encoding="ascii").split()[:1]
+        except OSError:
+            continue
+        if len(fields) < 2 or fields[0] in ("max", "-1"):
+            return None
+        try:
+            return max(1, int(fields[0]) // max(1, int(fields[1])))
+        except ValueError:
+            return None
+    return None
+
+
+_THREADS: list[int] = []  # the intra-op thread count this process settled on (set once)
+
+
+def set_threads(n: int) -> None:
+    """Run CPU forwards on ``n`` intra-op threads (torch's pool, shared by every component)."""
+    import torch
+
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise InvalidArgumentError(f"threads must be a positive integer, got {n!r}.")
+    torch.set_num_threads(n)
+    _THREADS[:] = [n]
+
+
+def configure_threads() -> int:
+    """Settle the process's intra-op threads once, before its first CPU forward.
+
+    ``RAGC_THREADS`` if set; else torch's default (one per physical core) capped by
+    :func:`usable_cpus`, so a container with a 2-CPU quota on a 64-core host runs 2 threads,
+    not 64. Left alone after :func:`set_threads` or when ``OMP_NUM_THREADS`` is set. All
+    components of a process share this one pool (they run one after another), so a
+    compressor and the decoder in one pipeline never oversubscribe the CPUs.
+    """
+    import torch
+
+    if _THREADS:
+        return _THREADS[0]
+    env = os.environ.get("RAGC_THREADS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise InvalidArgumentError(f"RAGC_THREADS must be a positive integer, got {env!r}.")
+        set_threads(int(env))
+    elif os.environ.get("OMP_NUM_THREADS"):
+        _THREADS[:] = [torch.get_num_threads()]
+    else:
+        set_threads(max(1, min(torch.get_num_threads(), usable_cpus())))
+    return _THREADS[0]
+
+
 @dataclass(frozen=True)
 class Placement(Settings):
     """The device and dtype a component's model runs in.
@@ -129,6 +197,8 @@ class Placement(Settings):
         ``int8`` is the component's :data:`INT8_POLICIES` entry.
         """
         device = self.device or default_device()
+        if device == "cpu":
+            configure_threads()
         return Where(device, resolve_precision(self.dtype or "auto", device, int8))
 
 

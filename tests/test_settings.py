@@ -12,7 +12,7 @@ from ragc import registry
 from ragc.compressors.allocation import Allocation
 from ragc.compressors.token_scoring import Units, Windows
 from ragc.config import PipelineConfig
-from ragc.device import Placement
+from ragc.device import Placement, resolve_precision
 from ragc.errors import ConfigError, InvalidArgumentError
 from ragc.io import write_atomic, write_json, write_with
 from ragc.validate import check_bool, check_choice, check_int, check_number
@@ -66,6 +66,8 @@ def test_a_compressor_cache_dir_becomes_its_segment_cache(tmp_path: Path) -> Non
 def test_placement_precedence_own_then_pipeline_then_component_default() -> None:
     sentences = registry.create("compressor", "sentences")
     assert sentences.where.dtype == "float32"  # its own default
+    decoder = registry.create("decoder", "hf", placement={"device": "cpu"})
+    assert decoder.where.dtype == resolve_precision("auto", "cpu", "allowed")
     sentences.place(Placement(device="cpu", dtype="bfloat16"))
     assert (sentences.where.device, sentences.where.dtype) == ("cpu", "bfloat16")  # the pipeline's
     own = registry.create("compressor", "sentences", placement={"dtype": "float16"})

@@ -3,7 +3,6 @@ the cluster reachable. Ray itself is imported only by :mod:`ragc.engines.ray`, w
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +57,9 @@ class Engine:
 
 def local_threads() -> int:
     """CPUs this process may use (a local Ray cluster gets this many)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    from ragc.device import usable_cpus
+
+    return usable_cpus()
 
 
 class RayUnavailableError(RagcError, ConnectionError):

@@ -27,10 +27,10 @@ class ShardWorker(ABC):
     """Base: ``settings`` holds ``out`` (the job folder) and ``threads``."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
-        if settings.get("threads"):  # Ray actors: their share of the CPUs (local: torch's default)
-            import torch
+        if settings.get("threads"):  # Ray actors: their share of the CPUs (local: the process's)
+            from ragc.device import set_threads
 
-            torch.set_num_threads(int(settings["threads"]))
+            set_threads(int(settings["threads"]))
         self.settings = settings
         self.out = Path(settings["out"]) if settings.get("out") else None
 

@@ -57,3 +57,15 @@ def assert_same_index(a: Path, b: Path) -> None:
     ia, ib = (faiss.read_index(str(d / "0-dense" / "index.faiss")) for d in (a, b))
     assert ia.ntotal == ib.ntotal == len((a / "passages.jsonl").read_text().splitlines())
     np.testing.assert_allclose(ia.reconstruct_n(0, ia.ntotal), ib.reconstruct_n(0, ib.ntotal), atol=1e-5)
+
+
+@pytest.fixture(autouse=True)
+def exact_fp32(monkeypatch: pytest.MonkeyPatch):  # -> Iterator[None]
+    """Sharded and in-memory results are compared to 1e-5: run encoders in fp32 even on CPUs
+    with fast bf16 (bf16 sums depend on how rows are batched). Ray workers inherit the env."""
+    from ragc import device
+
+    monkeypatch.setenv("RAGC_FAST_BF16", "0")
+    device.cpu_has_fast_bf16.cache_clear()
+    yield
+    device.cpu_has_fast_bf16.cache_clear()
