@@ -344,7 +344,7 @@ def test_hybrid_bad_child(spec: object, error: type[Exception]) -> None:
         HybridRetriever(retrievers=[])
 
 
-DENSE_BAD = [{"index_type": "lsh"}, {"placement": {"dtype": "int8"}}, {"hnsw_m": 0}, {"nprobe": 0}]
+DENSE_BAD = [{"index_type": "lsh"}, {"placement": {"dtype": "int4"}}, {"hnsw_m": 0}, {"nprobe": 0}]
 DENSE_BAD += [{"nlist": -1}]
 DENSE_BAD += [{"batch_size": 0}, {"max_seq_length": 0}, {"model": ""}]
 
