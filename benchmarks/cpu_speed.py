@@ -246,8 +246,15 @@ def word_scores(tagger: Tagger, texts: list[str]) -> list[np.ndarray]:
     return out
 
 
-def fmt(x: float, digits: int = 0) -> str:
-    return f"{x:,.{digits}f}"
+def compressors(cls: Any, counter: TokenCounter) -> dict[str, Any]:
+    """One bound, loaded compressor of ``cls`` per timed precision, at rate ``RATE``."""
+    comps = {}
+    for p in precisions():
+        c = cls(budget=RATE, placement={"device": "cpu", "dtype": p})
+        c.bind(counter)
+        c.prepare()
+        comps[p] = c
+    return comps
 
 
 # ------------------------------------------------------------------ sections
@@ -264,12 +271,7 @@ def token_classifier(jobs: list, limits: dict[str, float], args: argparse.Namesp
             t = TaggerOnRuntime(ref_tagger.tokenizer, ref_tagger.encoder, ref_tagger.head, ref_tagger.meta)
             t.runner = _Wrapped(rt, path, args.threads)  # type: ignore[attr-defined]
             taggers[f"{rt} {'int8' if int8 else 'float32'}"] = t
-    comps = {}
-    for p in precisions():
-        c = LLMLingua2Compressor(budget=RATE, placement={"device": "cpu", "dtype": p})
-        c.bind(counter)
-        c.prepare()
-        comps[p] = c
+    comps = compressors(LLMLingua2Compressor, counter)
     auto = LLMLingua2Compressor(budget=RATE).where.dtype
     fwd = {k: 0.0 for k in taggers}
     e2e = {k: 0.0 for k in comps}
@@ -327,12 +329,7 @@ def sentence_encoder(jobs: list, limits: dict[str, float], args: argparse.Namesp
     import torch
 
     counter = TokenCounter(load_tokenizer(DECODER), DECODER)
-    comps = {}
-    for p in precisions():
-        c = SentenceCompressor(budget=RATE, placement={"device": "cpu", "dtype": p})
-        c.bind(counter)
-        c.prepare()
-        comps[p] = c
+    comps = compressors(SentenceCompressor, counter)
     auto = SentenceCompressor(budget=RATE).where.dtype
     ms = {k: 0.0 for k in comps}
     same = dict.fromkeys(comps, 0)

@@ -14,21 +14,22 @@ from ragc.errors import InvalidArgumentError
 from ragc.quantize import linear_count, quantize_linear
 
 
+def _cpu_bf16(monkeypatch: pytest.MonkeyPatch, value: str):  # -> Iterator[None]
+    monkeypatch.setenv("RAGC_FAST_BF16", value)
+    device.cpu_has_fast_bf16.cache_clear()
+    yield
+    device.cpu_has_fast_bf16.cache_clear()
+
+
 @pytest.fixture
-def no_fast_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_fast_bf16(monkeypatch: pytest.MonkeyPatch):  # -> Iterator[None]
     """An AVX2-only CPU, whatever this machine has."""
-    monkeypatch.setenv("RAGC_FAST_BF16", "0")
-    device.cpu_has_fast_bf16.cache_clear()
-    yield
-    device.cpu_has_fast_bf16.cache_clear()
+    yield from _cpu_bf16(monkeypatch, "0")
 
 
 @pytest.fixture
-def fast_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RAGC_FAST_BF16", "1")
-    device.cpu_has_fast_bf16.cache_clear()
-    yield
-    device.cpu_has_fast_bf16.cache_clear()
+def fast_bf16(monkeypatch: pytest.MonkeyPatch):  # -> Iterator[None]
+    yield from _cpu_bf16(monkeypatch, "1")
 
 
 def test_auto_takes_int8_only_for_components_measured_to_keep_results(no_fast_bf16: None) -> None:
