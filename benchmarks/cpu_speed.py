@@ -45,7 +45,7 @@ from ragc.errors import InvalidArgumentError
 from ragc.eval.report import command_line, cpu_flags, machine_info, paired_table
 from ragc.eval.runner import EvalSpec, run_eval
 from ragc.models import load_causal_lm, load_sentence_encoder, load_tokenizer
-from ragc.quantize import quantize_linear
+from ragc.quantize import CAUSAL_LM_FP32, quantize_linear
 from ragc.text import word_spans
 from ragc.tokens import TokenCounter
 
@@ -454,8 +454,8 @@ def decoder_speed(jobs: list, limits: dict[str, float], args: argparse.Namespace
         f"{len(prompts)} prompts of 5 passages + question ({n_tok / len(prompts):.0f} tokens each); "
         f"prefill best "
         f"of {args.repeats}; decode: median of {args.decode_steps} greedy steps after the prefill. "
-        f"Precisions "
-        "interleaved per prompt.",
+        f"Precisions interleaved per prompt. int8 quantises every Linear but "
+        f"{' and '.join(CAUSAL_LM_FP32)} (fp32; `ragc.quantize.CAUSAL_LM_FP32`).",
         "",
         "| precision | prefill tokens/s | speed-up vs fp32 | prefill GFLOP/s (Linear) | of the "
         "matmul limit | "

@@ -275,7 +275,8 @@ def load_causal_lm(name: str, device: str, dtype: Any) -> Any:
     """A causal LM in eval mode on ``device`` with ``dtype`` (not cached).
 
     ``dtype`` is a torch dtype or a precision name; ``"int8"`` loads fp32 weights and
-    quantises the Linear layers (:func:`ragc.quantize.quantize_linear`).
+    quantises the Linear layers but ``down_proj`` and ``lm_head``
+    (:data:`ragc.quantize.CAUSAL_LM_FP32`).
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -285,9 +286,9 @@ def load_causal_lm(name: str, device: str, dtype: Any) -> Any:
         dtype = torch.float32 if int8 else getattr(torch, dtype)
     model = _from_pretrained(AutoModelForCausalLM, decoder_path(name), dtype=dtype).to(device).eval()
     if int8:
-        from ragc.quantize import quantize_linear
+        from ragc.quantize import CAUSAL_LM_FP32, quantize_linear
 
-        model = quantize_linear(model)
+        model = quantize_linear(model, keep_fp32=CAUSAL_LM_FP32)
     return model
 
 

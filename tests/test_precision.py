@@ -80,6 +80,16 @@ def test_quantize_linear_replaces_every_linear_and_stays_close_to_fp32() -> None
     assert 0 < rel < 0.05  # quantised (not a copy of fp32), and close
 
 
+def test_quantize_linear_leaves_the_named_layers_in_fp32() -> None:
+    model = torch.nn.Sequential()
+    model.add_module("up_proj", torch.nn.Linear(8, 16))
+    model.add_module("down_proj", torch.nn.Linear(16, 8))
+    model.add_module("x_down_proj", torch.nn.Linear(8, 8))  # the whole last name part must match
+    quantize_linear(model, keep_fp32=("down_proj",))
+    assert type(model.down_proj) is torch.nn.Linear
+    assert linear_count(model) == (2, 1)
+
+
 def test_int8_tagger_ranks_words_like_fp32() -> None:
     from ragc.compressors.tagger import load_tagger, token_probs, tokenize
 
@@ -103,17 +113,24 @@ def test_int8_tagger_ranks_words_like_fp32() -> None:
 
 
 def test_int8_decoder_predicts_the_fp32_next_tokens(smollm: object) -> None:
+    from ragc.datasets.squad import load_squad
+    from ragc.models import load_causal_lm
+
     dec = registry.create("decoder", "hf", model="smollm2-135m", placement={"device": "cpu", "dtype": "int8"})
     assert dec.where.dtype == "int8"
     lm, ref = dec.lm, smollm.lm  # type: ignore[attr-defined]
-    assert linear_count(lm)[0] > 0 and linear_count(ref)[0] == 0
-    text = "The capital of France is Paris. The capital of Italy is"
-    ids = dec.tokenizer(text, return_tensors="pt")["input_ids"]
+    layers = len(ref.model.layers)
+    # q, k, v, o, gate, up per layer in int8; down_proj per layer and lm_head in fp32
+    assert linear_count(lm) == (6 * layers, layers + 1) and linear_count(ref)[0] == 0
+    every = quantize_linear(load_causal_lm("smollm2-135m", "cpu", torch.float32))
+    assert linear_count(every) == (7 * layers + 1, 0)
+    text = " ".join(p.text for p in load_squad("dev").corpus[:2])
+    ids = dec.tokenizer(text, return_tensors="pt")["input_ids"][:, :256]
     with torch.inference_mode():
-        a, b = ref(ids).logits[0].float(), lm(ids).logits[0].float()
-    agree = float((a.argmax(-1) == b.argmax(-1)).float().mean())
-    assert agree >= 0.8
-    assert int(a[-1].argmax()) == int(b[-1].argmax())
+        a, b, c = (m(ids).logits[0].float().argmax(-1) for m in (ref, lm, every))
+    agree, agree_every = float((a == b).float().mean()), float((a == c).float().mean())
+    # ~0.70 vs ~0.43 on 12 passages (docs/cpu.md): the fp32 layers are what keeps the answers
+    assert agree >= 0.6 and agree > agree_every + 0.1
 
 
 def test_threads_are_capped_by_the_cpus_the_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
