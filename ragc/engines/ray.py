@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -33,7 +34,10 @@ def connect(engine: Engine) -> tuple[Any, bool]:
     ray = require_ray()
     if ray.is_initialized():
         return ray, False
-    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+    # Workers resolve ``auto`` precision as the driver does when the driver overrides the
+    # CPU detection (RAGC_FAST_BF16): one index is never built in two precisions that way.
+    forwarded = {k: os.environ[k] for k in ("RAGC_FAST_BF16",) if k in os.environ}
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", **forwarded}}
     if engine.address:
         check_reachable(engine.address)
         try:

@@ -23,7 +23,10 @@ RAY2 = Engine("ray", workers=2, max_retries=2)
 
 @pytest.fixture(scope="module")
 def local_ray(no_ray_left):
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # The workers decide `auto` precision in their own environment: fp32 there as here
+    # (bf16 sums depend on how rows are batched, and the results are compared to 1e-5).
+    fp32 = {"env_vars": {"RAGC_FAST_BF16": "0", "TOKENIZERS_PARALLELISM": "false"}}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=fp32)
     processes = psutil.Process().children(recursive=True)
     assert processes, "ray.init started no processes?"
     yield ray
