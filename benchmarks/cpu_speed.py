@@ -44,8 +44,8 @@ from ragc.device import Placement
 from ragc.errors import InvalidArgumentError
 from ragc.eval.report import command_line, cpu_flags, machine_info, paired_table
 from ragc.eval.runner import EvalSpec, run_eval
-from ragc.models import load_causal_lm, load_sentence_encoder, load_tokenizer
-from ragc.quantize import CAUSAL_LM_FP32, quantize_linear
+from ragc.models import CAUSAL_LM_FP32, load_causal_lm, load_sentence_encoder, load_tokenizer
+from ragc.quantize import Int8Linear
 from ragc.text import word_spans
 from ragc.tokens import TokenCounter
 
@@ -92,7 +92,7 @@ def matmul_limits(repeats: int = 5) -> dict[str, float]:
                 if precision == "bfloat16":
                     lin, x = lin.bfloat16(), x.bfloat16()
                 elif precision == "int8":
-                    lin = quantize_linear(torch.nn.Sequential(lin))
+                    lin = Int8Linear(lin)
                 s = best_seconds(lambda lin=lin, x=x: lin(x), repeats)
                 best = max(best, 2 * m * k * n / s / 1e9)
             out[precision] = best
@@ -102,13 +102,12 @@ def matmul_limits(repeats: int = 5) -> dict[str, float]:
 def linear_macs(model: Any, skip: tuple[str, ...] = ()) -> int:
     """Multiply-adds per token of a model's Linear layers (quantised ones included)."""
     import torch
-    from torch.ao.nn.quantized.dynamic import Linear as QLinear
 
     total = 0
     for name, m in model.named_modules():
         if name.endswith(skip) and skip:
             continue
-        if type(m) is torch.nn.Linear or isinstance(m, QLinear):
+        if type(m) is torch.nn.Linear or isinstance(m, Int8Linear):
             total += m.in_features * m.out_features
     return total
 

@@ -275,8 +275,8 @@ def load_causal_lm(name: str, device: str, dtype: Any) -> Any:
     """A causal LM in eval mode on ``device`` with ``dtype`` (not cached).
 
     ``dtype`` is a torch dtype or a precision name; ``"int8"`` loads fp32 weights and
-    quantises the Linear layers but ``down_proj`` and ``lm_head``
-    (:data:`ragc.quantize.CAUSAL_LM_FP32`).
+    quantises the Linear layers but :data:`CAUSAL_LM_FP32` (:mod:`ragc.quantize`, smoothed with
+    statistics of the bundled demo passages, computed once per model).
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -285,11 +285,28 @@ def load_causal_lm(name: str, device: str, dtype: Any) -> Any:
     if isinstance(dtype, str):
         dtype = torch.float32 if int8 else getattr(torch, dtype)
     model = _from_pretrained(AutoModelForCausalLM, decoder_path(name), dtype=dtype).to(device).eval()
-    if int8:
-        from ragc.quantize import CAUSAL_LM_FP32, quantize_linear
+    return _int8_causal_lm(model, name) if int8 else model
 
-        model = quantize_linear(model, keep_fp32=CAUSAL_LM_FP32)
-    return model
+
+#: Linear layers a causal LM keeps in fp32 under dtype "int8" (last name part).
+CAUSAL_LM_FP32: tuple[str, ...] = ()
+
+
+def _int8_causal_lm(model: Any, name: str) -> Any:
+    import torch
+
+    from ragc.quantize import calibration, calibration_texts, quantize_model
+
+    tok = load_tokenizer(name)
+    texts = calibration_texts()
+    prompts = ["\n\n".join(texts[i : i + 5]) for i in range(0, len(texts), 5)]
+
+    def run() -> None:
+        for text in prompts:
+            model(torch.tensor([tok(text)["input_ids"]], device=model.device), logits_to_keep=1)
+
+    stats = calibration(model, "causal_lm", run, CAUSAL_LM_FP32)
+    return quantize_model(model, CAUSAL_LM_FP32, stats)
 
 
 def shared_causal_lm(name: str, device: str, dtype: Any) -> Any:
@@ -327,9 +344,13 @@ def _sentence_encoder(name: str, device: str, precision: str) -> Any:
     except OSError as e:
         raise ModelNotFoundError(f"Could not load sentence encoder {name!r}: {e}") from e
     if precision == "int8":
-        from ragc.quantize import quantize_linear
+        from ragc.quantize import calibration, calibration_texts, quantize_model
+        from ragc.text import split_sentences
 
-        model = quantize_linear(model)
+        texts = calibration_texts()
+        sentences = [t[a:b] for t in texts for a, b in split_sentences(t)]
+        stats = calibration(model, "sentence_encoder", lambda: model.encode(sentences, batch_size=8))
+        model = quantize_model(model, stats=stats)
     elif precision != "float32":
         model = model.to(getattr(torch, precision))
     # Text is data: a "[SEP]" inside a passage or query is tokenized as text, not as the

@@ -158,7 +158,8 @@ def read_tagger(folder: Path) -> Tagger:
 def load_tagger(weights: str, device: str, dtype: str) -> Tagger:
     """A tagger in eval mode, shared by the process (keyed by folder, file stamp, device, precision).
 
-    ``dtype`` ``"int8"`` quantises the encoder's Linear layers; the head stays fp32.
+    ``dtype`` ``"int8"`` quantises the encoder's Linear layers (:mod:`ragc.quantize`, smoothed
+    with statistics of the bundled demo passages, computed once per encoder); the head stays fp32.
     """
     from ragc.device import resolve_dtype, resolve_precision
 
@@ -168,11 +169,13 @@ def load_tagger(weights: str, device: str, dtype: str) -> Tagger:
     def load() -> Tagger:
         tagger = read_tagger(folder)
         tagger.encoder.to(device=device, dtype=resolve_dtype(precision, device, int8="allowed")).eval()
-        if precision == "int8":
-            from ragc.quantize import quantize_linear
-
-            tagger.encoder = quantize_linear(tagger.encoder)
         tagger.head.to(device=device).eval()
+        if precision == "int8":
+            from ragc.quantize import calibration, calibration_texts, quantize_model
+
+            ids = tokenize(tagger.tokenizer, calibration_texts())[0]
+            stats = calibration(tagger.encoder, "tagger", lambda: token_probs(tagger, ids, 512, 128, 16))
+            quantize_model(tagger.encoder, stats=stats)
         return tagger
 
     return shared(("tagger", str(folder), stamp(folder), device, precision), load)
