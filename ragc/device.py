@@ -1,11 +1,11 @@
 """Where models run: :class:`Placement` (device and precision), decided at run time.
 
 Never a hard-coded ``"cuda"``: ``device=None`` picks :func:`default_device` when the model is
-loaded, and ``dtype="auto"`` picks by what the hardware runs fastest without changing results
-beyond the tolerance measured in ``benchmarks/results/cpu_speed.md``: bf16 on GPUs and on
-CPUs with AMX or AVX512-BF16 units; on other CPUs int8 (:mod:`ragc.quantize`) for the
-components whose int8 results were measured to agree with fp32 (``int8 = "auto"``), else fp32.
-``RAGC_FAST_BF16=0|1`` overrides the CPU detection (containers can hide the flags).
+loaded, and ``dtype="auto"`` picks what the hardware runs fastest without changing results
+beyond the tolerance measured in ``benchmarks/results/cpu_speed.md``: bf16 on GPUs and on CPUs
+with AMX; on other CPUs int8 (:mod:`ragc.quantize`) for the components whose int8 results were
+measured to agree with fp32 (``int8 = "auto"``), else bf16 where the CPU has AVX512-BF16, else
+fp32. ``RAGC_FAST_BF16`` overrides the CPU detection (:func:`cpu_bf16`).
 """
 
 from __future__ import annotations
@@ -37,22 +37,36 @@ def default_device() -> str:
 
 
 @functools.cache
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has AMX or AVX-512 BF16 units (bf16 matmuls beat fp32 there).
+def cpu_bf16() -> str:
+    """The CPU's bf16 units: ``"amx"`` (AMX tiles: bf16 beats fp32 and int8), ``"avx512"``
+    (AVX512-BF16 dot products: bf16 beats fp32, int8 beats bf16) or ``""`` (none: bf16 is
+    emulated, several times slower than fp32). ``benchmarks/results/cpu_speed.md`` measures it.
 
-    ``RAGC_FAST_BF16=1`` or ``0`` overrides what ``/proc/cpuinfo`` says.
+    ``RAGC_FAST_BF16`` overrides what ``/proc/cpuinfo`` says (containers and VMs can hide CPU
+    flags): ``0`` (no bf16 units), ``1`` or ``amx``, ``avx512``.
     """
-    forced = os.environ.get("RAGC_FAST_BF16", "").strip()
-    if forced in ("0", "1"):
-        return forced == "1"
+    forced = os.environ.get("RAGC_FAST_BF16", "").strip().lower()
     if forced:
-        raise InvalidArgumentError(f"RAGC_FAST_BF16 must be 0 or 1, got {forced!r}.")
+        units = {"0": "", "1": "amx", "amx": "amx", "avx512": "avx512"}
+        if forced not in units:
+            raise InvalidArgumentError(f"RAGC_FAST_BF16 must be 0, 1, amx or avx512, got {forced!r}.")
+        return units[forced]
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
+            return bf16_units(next((line for line in f if line.startswith("flags")), ""))
     except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+        return ""
+
+
+def bf16_units(flags: str) -> str:
+    """:func:`cpu_bf16` of a ``/proc/cpuinfo`` flags line."""
+    names = set(flags.split())
+    return "amx" if "amx_bf16" in names else "avx512" if "avx512_bf16" in names else ""
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has bf16 units (AMX or AVX512-BF16): bf16 matmuls beat fp32 there."""
+    return bool(cpu_bf16())
 
 
 def resolve_precision(dtype: str, device: str, int8: str = "never") -> str:
@@ -69,9 +83,12 @@ def resolve_precision(dtype: str, device: str, int8: str = "never") -> str:
             return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         if device != "cpu":
             return "float32"
-        if cpu_has_fast_bf16():
+        units = cpu_bf16()
+        if units == "amx":
             return "bfloat16"
-        return "int8" if int8 == "auto" else "float32"
+        if int8 == "auto":
+            return "int8"
+        return "bfloat16" if units else "float32"
     if dtype == "int8":
         if int8 == "never":
             raise InvalidArgumentError(

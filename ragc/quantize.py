@@ -8,8 +8,9 @@ per-token activation scales of LLM.int8()/ZeroQuant):
   overflows it, 255*63*2 does not. With 7-bit weights the activations get all 8 bits on every
   x86 CPU (PyTorch's own dynamic quantisation gives activations 7 bits instead, and one scale
   per tensor);
-- activations: one scale per token (row), so a token with huge activations (Qwen2's
-  attention sinks) does not crush the others' resolution;
+- activations: per token (row), asymmetric: each token's own min..max is mapped onto 0..255,
+  so a token with huge activations (Qwen2's attention sinks) does not crush the others'
+  resolution, and a one-sided token (after GELU) uses every code;
 - smoothing: with calibration statistics (per input channel absmax, :func:`calibrate`), each
   input channel j is divided by ``s_j = max|X_j|**alpha / max|W_j|**(1-alpha)`` and the
   weights multiplied by it, moving channel outliers from the activations into the weights;
@@ -59,8 +60,8 @@ def _engine() -> None:
 
 
 class Int8Linear(torch.nn.Module):
-    """A ``torch.nn.Linear`` in int8: 7-bit weights per output channel, 8-bit activations
-    per token, optional SmoothQuant channel smoothing (see the module doc).
+    """A ``torch.nn.Linear`` in int8: 7-bit weights per output channel, 8-bit asymmetric
+    activations per token, optional SmoothQuant channel smoothing (see the module doc).
 
     Parameters:
         linear: the fp32 layer to quantise (its weights are read, not kept).
@@ -83,11 +84,14 @@ class Int8Linear(torch.nn.Module):
             w = w * smooth[None, :]
             inv = (1.0 / smooth).contiguous()
         self.register_buffer("inv_smooth", inv)
-        scale = (w.abs().amax(1) / WEIGHT_QMAX).clamp(min=1e-12).double()
+        scale = (w.abs().amax(1) / WEIGHT_QMAX).clamp(min=1e-12)  # (N,)
+        codes = torch.round(w / scale[:, None]).clamp_(-WEIGHT_QMAX, WEIGHT_QMAX)
+        # Row sums of the int8 weights as they multiply: the term each token's offset adds.
+        self.register_buffer("weight_sums", (codes * scale[:, None]).sum(1))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch announces the quantized tensor API's move
             zero = torch.zeros(self.out_features, dtype=torch.long)
-            qw = torch.quantize_per_channel(w, scale, zero, 0, torch.qint8)
+            qw = torch.quantize_per_channel(codes * scale[:, None], scale.double(), zero, 0, torch.qint8)
             self._packed = torch.ops.quantized.linear_prepack(qw, None)
         bias = None if linear.bias is None else linear.bias.detach().float().clone()
         self.register_buffer("bias", bias)
@@ -99,9 +103,16 @@ class Int8Linear(torch.nn.Module):
     def _rows(self, x: torch.Tensor) -> torch.Tensor:  # (R, K) -> (R, N)
         if self.inv_smooth is not None:
             x = x * self.inv_smooth
-        s = x.abs().amax(-1, keepdim=True).clamp_(min=1e-30)  # (R, 1): one scale per token
-        y = torch.ops.quantized.linear_dynamic(x / s, self._packed, False)  # 8-bit activations
-        y.mul_(s)
+        lo, hi = torch.aminmax(x, dim=-1, keepdim=True)  # (R, 1) each: one range per token
+        span = (hi - lo).clamp_(min=1e-30)
+        # u = (x - lo) / span in [0, 1]; the kernel quantises over the block's min..max, and a
+        # last row of 0 and 1 fixes that to [0, 1]: a token's codes depend on that token only.
+        unit = x.new_empty(x.shape[0] + 1, x.shape[1])
+        torch.div(x - lo, span, out=unit[:-1])
+        unit[-1].zero_()
+        unit[-1, -1] = 1.0
+        y = torch.ops.quantized.linear_dynamic(unit, self._packed, False)[:-1]  # (R, N) = W u
+        y.mul_(span).addr_(lo.reshape(-1), self.weight_sums)  # W x = span * W u + lo * W 1
         return y if self.bias is None else y.add_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

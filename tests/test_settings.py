@@ -54,7 +54,8 @@ def test_old_flat_keys_fold_into_their_group_with_a_warning(smol_counter: object
     cfg = PipelineConfig.from_dict({"compressor": {"name": "sentences", "device": "cpu", "budget": 0.5}})
     with pytest.warns(DeprecationWarning, match="placement"):
         sentences = cfg.compressor.build()
-    assert sentences.where.device == "cpu" and sentences.where.dtype == "float32"
+    assert sentences.where.device == "cpu"
+    assert sentences.where.dtype == resolve_precision("auto", "cpu", sentences.int8)
 
 
 def test_a_compressor_cache_dir_becomes_its_segment_cache(tmp_path: Path) -> None:
@@ -64,8 +65,14 @@ def test_a_compressor_cache_dir_becomes_its_segment_cache(tmp_path: Path) -> Non
 
 
 def test_placement_precedence_own_then_pipeline_then_component_default() -> None:
+    from ragc.compressors.sentences import SentenceCompressor
+
+    class Fp32Sentences(SentenceCompressor):
+        default_placement = Placement(dtype="float32")
+
+    assert Fp32Sentences().where.dtype == "float32"  # the component's default
     sentences = registry.create("compressor", "sentences")
-    assert sentences.where.dtype == "float32"  # its own default
+    assert sentences.where.dtype == resolve_precision("auto", "cpu", "auto")  # none: auto
     decoder = registry.create("decoder", "hf", placement={"device": "cpu"})
     assert decoder.where.dtype == resolve_precision("auto", "cpu", "allowed")
     sentences.place(Placement(device="cpu", dtype="bfloat16"))

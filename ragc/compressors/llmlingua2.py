@@ -50,7 +50,8 @@ class LLMLingua2Compressor(TokenScoringCompressor):
     Parameters: those of :class:`TokenScoringCompressor`, plus
         weights: ``"packaged"`` (``ragc/data/llmlingua2``) or a folder written by
             ``ragc train llmlingua2``.
-        placement: where the encoder runs (default: the pipeline's; ``dtype: auto``).
+        placement: where the encoder runs (default: the pipeline's; ``dtype: auto``: int8 on
+            CPUs without AMX, bf16 with AMX).
         windows: how longer passages are cut (:class:`~ragc.compressors.token_scoring.Windows`):
             ``tokens`` per encoder window (incl. [CLS] and [SEP], at most 512), ``overlap``
             shared by consecutive windows (their probabilities are averaged; at most half a
@@ -58,9 +59,9 @@ class LLMLingua2Compressor(TokenScoringCompressor):
     """
 
     name: ClassVar[str] = "llmlingua2"
-    # int8 on request only: its top-n keep decisions agree with fp32 on ~0.96 of the words, under
-    # the 0.98 that auto needs (benchmarks/results/cpu_speed.md).
-    int8: ClassVar[str] = "allowed"
+    # auto: int8's top-n keep decisions agree with fp32's on >= 0.98 of the words (per-token int8
+    # with smoothing) at ~1.5-2x the speed on CPUs without AMX: benchmarks/results/cpu_speed.md.
+    int8: ClassVar[str] = "auto"
     settings: ClassVar[dict[str, type[Settings]]] = {
         **TokenScoringCompressor.settings,
         "placement": Placement,

@@ -41,9 +41,8 @@ class SentenceCompressor(Compressor):
     Parameters:
         budget: rate in (0, 1] or an int token budget for the whole context.
         model: sentence encoder (packaged ``minilm``, an HF id or a local path).
-        placement: where the encoder runs (default: the pipeline's); fp32 when neither sets
-            a dtype (the dtype the published ``sentences`` results were measured in); ``int8``
-            on request.
+        placement: where the encoder runs (default: the pipeline's; ``dtype: auto``: int8 on
+            CPUs without AMX, where it keeps the fp32 encoder's sentences, bf16 with AMX).
         batch_size: sentences per encoder batch. The encoder sorts sentences by length and
             pads each batch to its longest, so small batches waste less
             (``benchmarks/sentences_speed.py`` measures it).
@@ -52,10 +51,9 @@ class SentenceCompressor(Compressor):
     name: ClassVar[str] = "sentences"
     needs_query: ClassVar[bool] = True
     settings: ClassVar[dict[str, type[Settings]]] = {"placement": Placement}
-    # int8 on request only: it keeps other sentences than fp32 too often (kept-sentence Jaccard
-    # ~0.83, under the 0.98 auto needs; bf16 keeps 0.996): benchmarks/results/cpu_speed.md.
-    int8: ClassVar[str] = "allowed"
-    default_placement: ClassVar[Placement] = Placement(dtype="float32")
+    # auto: int8 keeps the words fp32 keeps (kept-word agreement >= 0.98, per-token int8 with
+    # smoothing) at ~2x the speed on CPUs without AMX: benchmarks/results/cpu_speed.md.
+    int8: ClassVar[str] = "auto"
     budget: float | int = 0.5
     model: str = "minilm"
     placement: Placement | dict[str, Any] | str | None = None

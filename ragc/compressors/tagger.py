@@ -141,8 +141,11 @@ def read_tagger(folder: Path) -> Tagger:
     head = torch.nn.Linear(enc.config.hidden_size, int(meta["num_labels"]))
     layers = {k: v.float() for k, v in state.items() if not k.startswith("head.")}
     _, unexpected = enc.load_state_dict(layers, strict=False)
-    wanted = {k for k in enc.state_dict() if k.startswith(
-        tuple(f"encoder.layer.{i}." for i in meta["trained_layers"]))}
+    wanted = {
+        k
+        for k in enc.state_dict()
+        if k.startswith(tuple(f"encoder.layer.{i}." for i in meta["trained_layers"]))
+    }
     try:
         head.load_state_dict({k[5:]: v.float() for k, v in state.items() if k.startswith("head.")})
     except RuntimeError as e:
@@ -256,8 +259,14 @@ def word_means(values: np.ndarray, first: np.ndarray, last: np.ndarray, n_words:
 
 def tokenize(tokenizer: Any, texts: Sequence[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Token ids and ``(n, 2)`` character offsets per text, in one batched call."""
-    enc = encode_text(tokenizer, texts, return_offsets_mapping=True,
-                    return_attention_mask=False, return_token_type_ids=False, verbose=False)
+    enc = encode_text(
+        tokenizer,
+        texts,
+        return_offsets_mapping=True,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        verbose=False,
+    )
     ids = [np.asarray(x, dtype=np.int64) for x in enc["input_ids"]]
     offs = [np.asarray(x, dtype=np.int64).reshape(-1, 2) for x in enc["offset_mapping"]]
     return ids, offs
@@ -267,8 +276,9 @@ def specials(tokenizer: Any) -> tuple[int, int, int]:
     return int(tokenizer.cls_token_id), int(tokenizer.sep_token_id), int(tokenizer.pad_token_id or 0)
 
 
-def token_probs(tagger: Tagger, ids: list[np.ndarray], max_length: int, stride: int,
-                batch_size: int) -> list[np.ndarray]:
+def token_probs(
+    tagger: Tagger, ids: list[np.ndarray], max_length: int, stride: int, batch_size: int
+) -> list[np.ndarray]:
     """Keep probability of every token, windows' overlapping predictions averaged."""
     import torch
 
@@ -288,8 +298,9 @@ def token_probs(tagger: Tagger, ids: list[np.ndarray], max_length: int, stride: 
         for i in starts:
             sel = order[i : i + batch_size]
             b = pack(flat, begin[sel], lens[sel], specials(tagger.tokenizer))
-            logits = tagger.keep_logits(torch.from_numpy(b["ids"]).to(device),
-                                        torch.from_numpy(b["mask"]).to(device))
+            logits = tagger.keep_logits(
+                torch.from_numpy(b["ids"]).to(device), torch.from_numpy(b["mask"]).to(device)
+            )
             p = torch.sigmoid(logits).cpu().numpy()[b["inside"]]
             sums += np.bincount(b["gidx"], weights=p, minlength=len(flat))
             counts += np.bincount(b["gidx"], minlength=len(flat))

@@ -66,6 +66,6 @@ def exact_fp32(monkeypatch: pytest.MonkeyPatch):  # -> Iterator[None]
     from ragc import device
 
     monkeypatch.setenv("RAGC_FAST_BF16", "0")
-    device.cpu_has_fast_bf16.cache_clear()
+    device.cpu_bf16.cache_clear()
     yield
-    device.cpu_has_fast_bf16.cache_clear()
+    device.cpu_bf16.cache_clear()
