@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cpu_runtimes import TaggerModule, TaggerOnRuntime, Wrapped, export, runtimes_available, sentence_module
 from sentences_speed import inputs, kept
 
 from ragc.compressors.llmlingua2 import LLMLingua2Compressor
@@ -79,24 +80,36 @@ SHAPES = ((4096, 384, 1536), (4096, 1536, 384), (1024, 896, 4864), (1024, 4864, 
 
 
 def matmul_limits(repeats: int = 5) -> dict[str, float]:
-    """Best achieved GFLOP/s per precision over the packaged models' Linear shapes."""
+    """Best achieved GFLOP/s per precision over the packaged models' Linear shapes: fp32 and
+    bf16 ``torch.nn.Linear``, the bare int8 kernel ragc calls (fbgemm, weights pre-packed,
+    activations quantised inside it) and ragc's whole ``Int8Linear`` (per-token scales too)."""
     import torch
 
+    kinds = (*PRECISIONS[:2], "int8 kernel", "int8")
     out: dict[str, float] = {}
     with torch.inference_mode():
-        for precision in PRECISIONS:
+        for kind in kinds:
             best = 0.0
             for m, k, n in SHAPES:
                 lin = torch.nn.Linear(k, n, bias=False)
                 x = torch.randn(m, k)
-                if precision == "bfloat16":
+                if kind == "bfloat16":
                     lin, x = lin.bfloat16(), x.bfloat16()
-                elif precision == "int8":
+                elif kind == "int8":
                     lin = Int8Linear(lin)
+                elif kind == "int8 kernel":
+                    packed = Int8Linear(lin)._packed
+                    x = x.abs().amax(-1, keepdim=True).reciprocal() * x  # rows in [-1, 1]
+                    lin = lambda x, p=packed: torch.ops.quantized.linear_dynamic(x, p, False)  # noqa: E731
                 s = best_seconds(lambda lin=lin, x=x: lin(x), repeats)
                 best = max(best, 2 * m * k * n / s / 1e9)
-            out[precision] = best
+            out[kind] = best
     return out
+
+
+def limit_of(limits: dict[str, float], precision: str) -> float:
+    """The machine's limit a forward in ``precision`` is measured against (int8: the bare kernel)."""
+    return limits["int8 kernel" if precision == "int8" else precision]
 
 
 def linear_macs(model: Any, skip: tuple[str, ...] = ()) -> int:
@@ -112,116 +125,6 @@ def linear_macs(model: Any, skip: tuple[str, ...] = ()) -> int:
     return total
 
 
-# ------------------------------------------------------------------ 2. encoders on other runtimes
-class _Wrapped:
-    """A torch module ``(ids, mask) -> output`` exported to ONNX, run by ORT or OpenVINO."""
-
-    def __init__(self, runtime: str, path: Path, threads: int) -> None:
-        self.runtime = runtime
-        if runtime == "onnxruntime":
-            import onnxruntime as ort
-
-            so = ort.SessionOptions()
-            so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-            self.run = lambda ids, mask: sess.run(None, {"ids": ids, "mask": mask})[0]
-        else:
-            import openvino as ov
-
-            cfg = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
-            model = ov.Core().compile_model(str(path), "CPU", cfg)
-            self.run = lambda ids, mask: model({"ids": ids, "mask": mask})[0]
-
-
-def export(module: Any, path: Path, int8: bool) -> Path:
-    """``module(ids, mask)`` as ONNX (fp32; int8: ORT dynamic quantisation of its MatMuls)."""
-    import torch
-
-    if not path.with_suffix(".fp32.onnx").is_file():
-        ids = torch.randint(1000, 2000, (2, 16))
-        torch.onnx.export(
-            module,
-            (ids, torch.ones_like(ids)),
-            str(path.with_suffix(".fp32.onnx")),
-            input_names=["ids", "mask"],
-            output_names=["out"],
-            opset_version=17,
-            dynamo=False,
-            dynamic_axes={"ids": {0: "b", 1: "t"}, "mask": {0: "b", 1: "t"}, "out": {0: "b"}},
-        )
-    if not int8:
-        return path.with_suffix(".fp32.onnx")
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    if not path.with_suffix(".int8.onnx").is_file():
-        quantize_dynamic(
-            str(path.with_suffix(".fp32.onnx")),
-            str(path.with_suffix(".int8.onnx")),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-        )
-    return path.with_suffix(".int8.onnx")
-
-
-def runtimes_available() -> list[str]:
-    if os.environ.get("ATEN_CPU_CAPABILITY") == "avx2":
-        return []  # no ISA cap for them: measured in the uncapped pass only
-    found = []
-    for mod, name in (("onnxruntime", "onnxruntime"), ("openvino", "openvino")):
-        try:
-            __import__(mod)
-            found.append(name)
-        except ImportError:
-            pass
-    return found
-
-
-class TaggerOnRuntime(Tagger):
-    """The packaged tagger's encoder + head, run by ONNX Runtime or OpenVINO."""
-
-    def keep_logits(self, ids: Any, mask: Any) -> Any:
-        import torch
-
-        return torch.from_numpy(np.asarray(self.runner.run(ids.numpy(), mask.numpy())))
-
-
-class TaggerModule:
-    @staticmethod
-    def of(tagger: Tagger) -> Any:
-        import torch
-
-        class M(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.e, self.h = tagger.encoder, tagger.head
-
-            def forward(self, ids: Any, mask: Any) -> Any:
-                out = self.h(self.e(input_ids=ids, attention_mask=mask).last_hidden_state)
-                return out[..., 0] if out.shape[-1] == 1 else out[..., 1] - out[..., 0]
-
-        return M().eval()
-
-
-def sentence_module(encoder: Any) -> Any:
-    """The sentence encoder as ``(ids, mask) -> normalised mean-pooled embedding``."""
-    import torch
-
-    bert = encoder[0].auto_model
-
-    class M(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.b = bert
-
-        def forward(self, ids: Any, mask: Any) -> Any:
-            h = self.b(input_ids=ids, attention_mask=mask).last_hidden_state
-            m = mask.unsqueeze(-1).to(h.dtype)
-            v = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(v, dim=-1)
-
-    return M().eval()
-
-
 # ------------------------------------------------------------------ measurement helpers
 def top_n_same(ref: np.ndarray, other: np.ndarray, n: int) -> float:
     """Fraction of words on which 'among the n best' agrees between two score vectors."""
@@ -230,6 +133,19 @@ def top_n_same(ref: np.ndarray, other: np.ndarray, n: int) -> float:
     a[np.argsort(-ref, kind="stable")[:n]] = True
     b[np.argsort(-other, kind="stable")[:n]] = True
     return float((a == b).mean()) if len(ref) else 1.0
+
+
+def word_decisions(ctx: Any, passages: list[Any]) -> np.ndarray:
+    """Per word of the passages (in order): was it kept (its first character in a kept span)?"""
+    spans = {seg.passage_id: seg.spans for seg in ctx.segments}
+    out = []
+    for p in passages:
+        starts = word_spans(p.passage.text)[:, 0]
+        keep = np.zeros(len(starts), dtype=bool)
+        for a, b in spans.get(p.passage.id, ()):
+            keep |= (starts >= a) & (starts < b)
+        out.append(keep)
+    return np.concatenate(out) if out else np.zeros(0, dtype=bool)
 
 
 def word_scores(tagger: Tagger, texts: list[str]) -> list[np.ndarray]:
@@ -268,7 +184,7 @@ def token_classifier(jobs: list, limits: dict[str, float], args: argparse.Namesp
         for int8 in (False, True):
             path = export(TaggerModule.of(ref_tagger), tmp / "tagger", int8)
             t = TaggerOnRuntime(ref_tagger.tokenizer, ref_tagger.encoder, ref_tagger.head, ref_tagger.meta)
-            t.runner = _Wrapped(rt, path, args.threads)  # type: ignore[attr-defined]
+            t.runner = Wrapped(rt, path, args.threads)  # type: ignore[attr-defined]
             taggers[f"{rt} {'int8' if int8 else 'float32'}"] = t
     comps = compressors(LLMLingua2Compressor, counter)
     auto = LLMLingua2Compressor(budget=RATE).where.dtype
@@ -306,7 +222,7 @@ def token_classifier(jobs: list, limits: dict[str, float], args: argparse.Namesp
     ]
     for k in taggers:
         rt, prec = k.split(" ") if " " in k else ("torch", k)
-        limit = limits["int8" if prec == "int8" else prec]
+        limit = limit_of(limits, prec)
         gflops = 2 * macs * n_tok / fwd[k] / 1e9
         comp = f"{e2e[k] / n_tok * 1e6:.0f}" if k in e2e else "-"
         jac = f"{np.mean(jacc[k]):.3f}" if k in jacc else "-"
@@ -332,14 +248,17 @@ def sentence_encoder(jobs: list, limits: dict[str, float], args: argparse.Namesp
     auto = SentenceCompressor(budget=RATE).where.dtype
     ms = {k: 0.0 for k in comps}
     same = dict.fromkeys(comps, 0)
+    decided: dict[str, list[np.ndarray]] = {k: [] for k in comps}
     source = 0
     for q, passages in jobs:
         ref = None
         for k, c in comps.items():
             ms[k] += best_seconds(lambda c=c, q=q, ps=passages: c.compress(q, ps), args.repeats)
-            got = kept(c.compress(q, passages))
+            ctx = c.compress(q, passages)
+            got = kept(ctx)
             ref = got if ref is None else ref
             same[k] += got == ref
+            decided[k].append(word_decisions(ctx, passages))
         source += comps["float32"].compress(q, passages).source_tokens
     # Bare forward of the encoder over all sentences of the inputs, per runtime.
     from ragc.text import split_sentences
@@ -368,7 +287,7 @@ def sentence_encoder(jobs: list, limits: dict[str, float], args: argparse.Namesp
         runners["torch int8"] = lambda i, m: q8(torch.from_numpy(i), torch.from_numpy(m)).numpy()
         for rt in runtimes_available():
             for int8 in (False, True):
-                runners[f"{rt} {'int8' if int8 else 'float32'}"] = _Wrapped(
+                runners[f"{rt} {'int8' if int8 else 'float32'}"] = Wrapped(
                     rt, export(mod, tmp / "sentence", int8), args.threads
                 ).run
         secs = {
@@ -389,12 +308,14 @@ def sentence_encoder(jobs: list, limits: dict[str, float], args: argparse.Namesp
         f"**{auto}** on this CPU. Before this change the compressor ran fp32 by default.",
         "",
         "| precision | compressor ms / 1k tokens | speed-up vs fp32 (the old default) | same "
-        "sentences kept |",
-        "|---|---:|---:|---|",
+        "sentences kept | kept-word same decision | kept words Jaccard |",
+        "|---|---:|---:|---|---:|---:|",
     ]
     for k in comps:
+        a, b = np.concatenate(decided["float32"]), np.concatenate(decided[k])
         lines.append(
-            f"| {k} | {ms[k] / source * 1e6:.0f} | {ms['float32'] / ms[k]:.2f}x | {same[k]}/{len(jobs)} |"
+            f"| {k} | {ms[k] / source * 1e6:.0f} | {ms['float32'] / ms[k]:.2f}x | {same[k]}/{len(jobs)} | "
+            f"{(a == b).mean():.3f} | {(a & b).sum() / max(1, (a | b).sum()):.3f} |"
         )
     lines += [
         "",
@@ -411,7 +332,7 @@ def sentence_encoder(jobs: list, limits: dict[str, float], args: argparse.Namesp
         g = 2 * macs * n_tok / s / 1e9
         lines.append(
             f"| {rt} | {prec} | {s / n_tok * 1e6:.0f} | {secs['torch float32'] / s:.2f}x | {g:.0f} | "
-            f"{g / limits[prec]:.0%} | {cos[k]:.4f} |"
+            f"{g / limit_of(limits, prec):.0%} | {cos[k]:.4f} |"
         )
     return [*lines, ""]
 
@@ -467,7 +388,7 @@ def decoder_speed(jobs: list, limits: dict[str, float], args: argparse.Namespace
         d = statistics.mean(step[p]) * 1000
         d0 = statistics.mean(step["float32"]) * 1000
         lines.append(
-            f"| {p} | {tps:.0f} | {pre['float32'] / pre[p]:.2f}x | {g:.0f} | {g / limits[p]:.0%} | "
+            f"| {p} | {tps:.0f} | {pre['float32'] / pre[p]:.2f}x | {g:.0f} | {g / limit_of(limits, p):.0%} | "
             f"{d:.1f} | {d0 / d:.2f}x |"
         )
     lines += [
@@ -484,9 +405,9 @@ def decoder_accuracy(args: argparse.Namespace) -> tuple[list[str], Path]:
     n = args.avx2_eval_n if capped else args.eval_n
     runs = Path(args.runs) / f"cpu_speed{'-avx2' if capped else ''}-n{n}-seed{args.seed}"
 
-    def spec(name: str, decoder: dict[str, Any], compressor: dict[str, Any]) -> EvalSpec:
+    def spec(name: str, decoder: dict[str, Any], compressor: dict[str, Any], **more: Any) -> EvalSpec:
         config = {"retriever": {"name": "hybrid"}, "compressor": compressor, "decoder": decoder, "k": 5}
-        return EvalSpec(name, config, "squad-dev", n, args.seed)
+        return EvalSpec(name, {**config, **more}, "squad-dev", n, args.seed)
 
     none, tiered = {"name": "none"}, {"name": "tiered", "budget": RATE}
     precisions = () if capped else ("float32", "int8")  # the precision pairs once, uncapped
@@ -498,6 +419,9 @@ def decoder_accuracy(args: argparse.Namespace) -> tuple[list[str], Path]:
         spec("defaults-uncompressed", {"name": "hf", "model": DECODER}, none),
         spec("defaults-tiered", {"name": "hf", "model": DECODER}, tiered),
     ]
+    if not capped:  # the whole tiered pipeline (both encoders and the decoder) in fp32
+        fp32 = {"dtype": "float32"}
+        specs.append(spec("float32-tiered", {"name": "hf", "model": DECODER}, tiered, placement=fp32))
     summaries = {s.name: run_eval(s, runs / s.name) for s in specs}
     auto = Placement().resolve(HFDecoder.int8).dtype
     lines = [
@@ -524,7 +448,13 @@ def decoder_accuracy(args: argparse.Namespace) -> tuple[list[str], Path]:
         "",
     ]
     pairs = [
-        (run, "decoder-float32", m) for run in ("decoder-int8", "defaults-uncompressed") for m in ("f1", "em")
+        (run, base, m)
+        for run, base in (
+            ("decoder-int8", "decoder-float32"),
+            ("defaults-uncompressed", "decoder-float32"),
+            ("defaults-tiered", "float32-tiered"),
+        )
+        for m in ("f1", "em")
     ]
     if not capped:
         lines += paired_table(pairs, runs, "Precision against fp32 (paired)")

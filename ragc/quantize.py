@@ -68,6 +68,10 @@ class Int8Linear(torch.nn.Module):
         smooth: per input channel divisors ``s`` (``[in_features]``), or ``None``.
     """
 
+    inv_smooth: torch.Tensor | None
+    weight_sums: torch.Tensor
+    bias: torch.Tensor | None
+
     def __init__(self, linear: torch.nn.Linear, smooth: torch.Tensor | None = None) -> None:
         super().__init__()
         _engine()
