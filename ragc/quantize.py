@@ -107,12 +107,14 @@ class Int8Linear(torch.nn.Module):
     def _rows(self, x: torch.Tensor) -> torch.Tensor:  # (R, K) -> (R, N)
         if self.inv_smooth is not None:
             x = x * self.inv_smooth
-        lo, hi = torch.aminmax(x, dim=-1, keepdim=True)  # (R, 1) each: one range per token
+        # (R, 1) each: one range per token (amax and amin: aminmax is ~20x slower on CPUs)
+        lo, hi = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)
         span = (hi - lo).clamp_(min=1e-30)
+        inv = span.reciprocal()
         # u = (x - lo) / span in [0, 1]; the kernel quantises over the block's min..max, and a
         # last row of 0 and 1 fixes that to [0, 1]: a token's codes depend on that token only.
         unit = x.new_empty(x.shape[0] + 1, x.shape[1])
-        torch.div(x - lo, span, out=unit[:-1])
+        torch.addcmul(-lo * inv, x, inv, out=unit[:-1])
         unit[-1].zero_()
         unit[-1, -1] = 1.0
         y = torch.ops.quantized.linear_dynamic(unit, self._packed, False)[:-1]  # (R, N) = W u
