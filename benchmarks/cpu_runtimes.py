@@ -123,3 +123,20 @@ def sentence_module(encoder: Any) -> Any:
             return torch.nn.functional.normalize(v, dim=-1)
 
     return M().eval()
+
+
+def prefill_module(lm: Any) -> Any:
+    """A causal LM's prefill as ``(ids, mask) -> last token's logits`` (no KV cache returned:
+    ONNX Runtime and OpenVINO are timed on the prefill, the part that sets time to first token)."""
+    import torch
+
+    class M(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, ids: Any, mask: Any) -> Any:
+            out = self.lm(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=1)
+            return out.logits[:, -1]
+
+    return M().eval()

@@ -225,6 +225,7 @@ def calibration(
             f"[ragc] int8 calibration file {path} does not match the model; computing it again",
             file=sys.stderr,
         )
+    print(f"[ragc] int8: measuring {kind} activations once (kept in {path.parent})", file=sys.stderr)
     stats = calibrate(model, run, names)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_with(path, lambda p: save_file({k: v.contiguous() for k, v in stats.items()}, str(p)))
