@@ -15,7 +15,7 @@ folder whose class-1 probability equals our sigmoid (checked before use) under
 ``$RAGC_CACHE/bench/bert-base-multilingual-cased-ragc-minilm``: llmlingua picks its word-merging
 rule from the model name, and MiniLM's WordPiece ``##`` convention is mBERT's. One process then
 runs ``llmlingua.PromptCompressor(<folder>, use_llmlingua2=True, device_map="cpu")`` and ragc's
-``llmlingua2`` (dtype ``auto`` = bf16 on CPUs with AMX/AVX512-BF16, and ``float32``) on the
+``llmlingua2`` (dtype ``auto``: bf16 with AMX, else int8; and ``float32``, ``int8``) on the
 same inputs (5 gold SQuAD dev paragraphs of distinct questions each, seeded, ~800 MiniLM
 tokens). It times each whole compress call (wall clock, per-input median of ``--repeats``
 after a warm-up) and the bare encoder + head forward on the windows each library fed its
@@ -353,7 +353,7 @@ def timings(pc: Any, comps: dict[str, LLMLingua2Compressor], bf16: Tagger, input
 def speed_section(t: dict[str, list[float]], info: dict[str, Any]) -> list[str]:
     ms = {k: (1e3 * statistics.median(v), 1e3 * statistics.mean(v)) for k, v in t.items()}
     base = ms["llmlingua"][0]
-    auto_fwd = "fwd ragc bf16" if info["auto_dtype"] == "bfloat16" else "fwd ragc fp32"
+    auto_fwd = {"bfloat16": "fwd ragc bf16", "int8": "fwd ragc int8"}.get(info["auto_dtype"], "fwd ragc fp32")
     rows = [("llmlingua", "llmlingua 0.2.2, token level", "float32", "fwd llmlingua fp32"),
             ("llmlingua default", "llmlingua 0.2.2, defaults (+ passage filter)", "float32", ""),
             ("ragc auto", "ragc `llmlingua2` (default)", info["auto_dtype"], auto_fwd),
