@@ -40,12 +40,13 @@ def export(module: Any, path: Path, int8: bool) -> Path:
     """``module(ids, mask)`` as ONNX (fp32; int8: ORT dynamic quantisation of its MatMuls)."""
     import torch
 
-    if not path.with_suffix(".fp32.onnx").is_file():
+    fp32, int8_path = path.parent / f"{path.name}.fp32.onnx", path.parent / f"{path.name}.int8.onnx"
+    if not fp32.is_file():
         ids = torch.randint(1000, 2000, (2, 16))
         torch.onnx.export(
             module,
             (ids, torch.ones_like(ids)),
-            str(path.with_suffix(".fp32.onnx")),
+            str(fp32),
             input_names=["ids", "mask"],
             output_names=["out"],
             opset_version=17,
@@ -53,17 +54,17 @@ def export(module: Any, path: Path, int8: bool) -> Path:
             dynamic_axes={"ids": {0: "b", 1: "t"}, "mask": {0: "b", 1: "t"}, "out": {0: "b"}},
         )
     if not int8:
-        return path.with_suffix(".fp32.onnx")
+        return fp32
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    if not path.with_suffix(".int8.onnx").is_file():
+    if not int8_path.is_file():
         quantize_dynamic(
-            str(path.with_suffix(".fp32.onnx")),
-            str(path.with_suffix(".int8.onnx")),
+            str(fp32),
+            str(int8_path),
             weight_type=QuantType.QInt8,
             per_channel=True,
         )
-    return path.with_suffix(".int8.onnx")
+    return int8_path
 
 
 def runtimes_available() -> list[str]:

@@ -368,7 +368,7 @@ def memory_bandwidth(repeats: int = 5) -> float:
 
 def runtime_prefill(prompts: list, ref: Any, args: argparse.Namespace) -> dict[str, tuple[float, float]]:
     """``{"onnxruntime float32": (seconds over the prompts, top-1 agreement with torch fp32)}``:
-    the prefill (no KV cache returned) exported once to ``$RAGC_CACHE/bench``."""
+    the prefill (no KV cache returned) exported once to ``$RAGC_CACHE/bench/<decoder>-prefill``."""
     import torch
 
     from ragc.paths import cache_dir
@@ -376,14 +376,14 @@ def runtime_prefill(prompts: list, ref: Any, args: argparse.Namespace) -> dict[s
     out: dict[str, tuple[float, float]] = {}
     if not runtimes_available():
         return out
-    folder = cache_dir() / "bench"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = cache_dir() / "bench" / f"{DECODER}-prefill"  # its own folder: ONNX writes the
+    folder.mkdir(parents=True, exist_ok=True)  # weights beside the graph, one file per tensor
     module = prefill_module(ref)
     with torch.inference_mode():
         want = [int(module(ids, torch.ones_like(ids)).argmax(-1)) for ids in prompts]
     for rt in runtimes_available():
         for int8 in (False, True):
-            run = Wrapped(rt, export(module, folder / f"{DECODER}-prefill", int8), args.threads).run
+            run = Wrapped(rt, export(module, folder / "prefill", int8), args.threads).run
             feeds = [(ids.numpy(), np.ones_like(ids.numpy())) for ids in prompts]
             secs = sum(best_seconds(lambda f=f, run=run: run(*f), args.repeats) for f in feeds)
             top = np.mean([int(np.asarray(run(*f)).argmax(-1)[0]) == w for f, w in zip(feeds, want)])
