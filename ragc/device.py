@@ -3,9 +3,9 @@
 Never a hard-coded ``"cuda"``: ``device=None`` picks :func:`default_device` when the model is
 loaded, and ``dtype="auto"`` picks what the hardware runs fastest without changing results
 beyond the tolerance measured in ``benchmarks/results/cpu_speed.md``: bf16 on GPUs and on CPUs
-with AMX; on other CPUs int8 (:mod:`ragc.quantize`) for the components whose int8 results were
-measured to agree with fp32 (``int8 = "auto"``), else bf16 where the CPU has AVX512-BF16, else
-fp32. ``RAGC_FAST_BF16`` overrides the CPU detection (:func:`cpu_bf16`).
+with bf16 units (AMX or AVX512-BF16); on other CPUs int8 (:mod:`ragc.quantize`) for the
+components whose int8 results were measured to agree with fp32 (``int8 = "auto"``), else fp32.
+``RAGC_FAST_BF16`` overrides the CPU detection (:func:`cpu_bf16`).
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ def default_device() -> str:
 
 @functools.cache
 def cpu_bf16() -> str:
-    """The CPU's bf16 units: ``"amx"`` (AMX tiles: bf16 beats fp32 and int8), ``"avx512"``
-    (AVX512-BF16 dot products: bf16 beats fp32, int8 beats bf16) or ``""`` (none: bf16 is
-    emulated, several times slower than fp32). ``benchmarks/results/cpu_speed.md`` measures it.
+    """The CPU's bf16 units: ``"amx"`` (AMX tiles), ``"avx512"`` (AVX512-BF16 dot products;
+    bf16 still beats or matches int8 on the MiniLM encoders there, and keeps results closer to
+    fp32) or ``""`` (none: bf16 is emulated, several times slower than fp32).
+    ``benchmarks/results/cpu_speed.md`` measures it.
 
     ``RAGC_FAST_BF16`` overrides what ``/proc/cpuinfo`` says (containers and VMs can hide CPU
     flags): ``0`` (no bf16 units), ``1`` or ``amx``, ``avx512``.
@@ -83,12 +84,9 @@ def resolve_precision(dtype: str, device: str, int8: str = "never") -> str:
             return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         if device != "cpu":
             return "float32"
-        units = cpu_bf16()
-        if units == "amx":
+        if cpu_bf16():
             return "bfloat16"
-        if int8 == "auto":
-            return "int8"
-        return "bfloat16" if units else "float32"
+        return "int8" if int8 == "auto" else "float32"
     if dtype == "int8":
         if int8 == "never":
             raise InvalidArgumentError(
